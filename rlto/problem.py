@@ -169,7 +169,9 @@ def _bound_array(value, nu: int, name: str) -> np.ndarray:
     if arr.ndim == 0:
         arr = np.full(nu, float(arr))
     if arr.shape != (nu,):
-        raise ProblemError(f"{name} has shape {arr.shape}, expected ({nu},) (one entry per control).")
+        raise ProblemError(
+            f"{name} has shape {arr.shape}, expected ({nu},) (one entry per control)."
+        )
     if np.isnan(arr).any():
         raise ProblemError(f"{name} contains NaN; use -inf/+inf for an unbounded control.")
     return arr
@@ -219,8 +221,10 @@ def _validate(p: Problem) -> None:
         )
     params = _first(batch)
     x = jnp.asarray(params["x0"], dtype=jnp.float64)
-    u = jnp.asarray(np.where(np.isfinite(p.u_lower) & np.isfinite(p.u_upper),
-                             0.5 * (p.u_lower + p.u_upper), 0.0))
+    # Mid-box controls where both bounds are finite, zero elsewhere.
+    finite = np.isfinite(p.u_lower) & np.isfinite(p.u_upper)
+    mid = 0.5 * (np.where(finite, p.u_lower, 0.0) + np.where(finite, p.u_upper, 0.0))
+    u = jnp.asarray(mid)
     u = jnp.clip(u, p.u_lower, p.u_upper)
     checks = [
         ("dynamics(x, u, t, params)", lambda: p.dynamics(x, u, 0, params), (p.nx,)),
@@ -228,7 +232,9 @@ def _validate(p: Problem) -> None:
         ("terminal_cost(x, params)", lambda: p.terminal_cost(x, params), ()),
     ]
     if p.constraints is not None:
-        checks.append(("constraints(x, u, t, params)", lambda: p.constraints(x, u, 0, params), None))
+        checks.append(
+            ("constraints(x, u, t, params)", lambda: p.constraints(x, u, 0, params), None)
+        )
     for what, call, expected in checks:
         try:
             out = jnp.asarray(call())
@@ -250,8 +256,8 @@ def _validate(p: Problem) -> None:
             )
         if not bool(jnp.all(jnp.isfinite(out))):
             raise ProblemError(
-                f"{p.name}: {what} is not finite (NaN or inf) at a sampled x0 and u={np.asarray(u)}; "
-                "check the formula for divisions by zero or overflow."
+                f"{p.name}: {what} is not finite (NaN or inf) at a sampled x0 and "
+                f"u={np.asarray(u)}; check the formula for divisions by zero or overflow."
             )
 
 
