@@ -237,7 +237,8 @@ def _validate(p: Problem) -> None:
         )
     for what, call, expected in checks:
         try:
-            out = jnp.asarray(call())
+            # Compiled: eager op-by-op evaluation of autodiff-built dynamics takes seconds.
+            out = jnp.asarray(jax.jit(call)())
         except Exception as err:
             raise ProblemError(
                 f"{p.name}: {what} raised {err!r} with x of shape ({p.nx},) and u of shape "

@@ -36,18 +36,6 @@ def point_mass(u_max: float, horizon: int = T_LQR) -> rlto.Problem:
     )
 
 
-def riccati(horizon: int):
-    """Finite-horizon discrete Riccati: gains K_t (T, nu, nx) and cost-to-go matrices P_t."""
-    P = QF
-    gains, values = [], [P]
-    for _ in range(horizon):
-        K = -np.linalg.solve(R + B.T @ P @ B, B.T @ P @ A)
-        P = Q + A.T @ P @ A + A.T @ P @ B @ K
-        gains.append(K)
-        values.append(P)
-    return np.array(gains[::-1]), np.array(values[::-1])
-
-
 def pendulum_like() -> rlto.Problem:
     """A small nonlinear problem (torque-limited pendulum, short horizon)."""
 
@@ -98,10 +86,14 @@ def pendulum():
     return pendulum_like()
 
 
-def test_unconstrained_equals_riccati(lqr_free):
-    params = lqr_free.sample(jax.random.key(0), 6)
-    result = rlto.solve(lqr_free, params, tol=1e-10)
-    gains, values = riccati(T_LQR)
+def test_unconstrained_lqr_equals_riccati():
+    """The built-in `lqr` without its box: costs, controls, gains and V_x are Riccati's."""
+    from rlto.problems.lqr import riccati
+
+    problem = rlto.make("lqr", u_max=np.inf)
+    params = problem.sample(jax.random.key(0), 6)
+    result = rlto.solve(problem, params, tol=1e-10)
+    gains, values = riccati(problem.config)
     x0 = np.asarray(params["x0"])
     expected_cost = 0.5 * np.einsum("ni,ij,nj->n", x0, values[0], x0)
     assert result.converged.all()

@@ -85,11 +85,21 @@ class SolverOptions:
     slots waste less work on finished instances, more vectorize better. None: all n on a GPU;
     on a CPU about 2 sqrt(n), which minimises (overhead + per-instance cost) x rounds for a
     per-round overhead ~30x the per-instance cost (measured on the pendulum)."""
+    zero_clamped_gradient: bool = False
+    """crocoddyl's expected-improvement model, which drops Qu on clamped controls. Together with
+    qp_tol=1e-5 this follows SolverBoxFDDP step for step (`SolverOptions.crocoddyl()`); the
+    default keeps the term (see _backward)."""
     qp_max_iter: int = 100
     """Projected-Newton iterations of the box-QP per time step."""
     qp_tol: float = 1e-10
     """Box-QP stops when the free gradient's max-norm is below this. crocoddyl uses 1e-5, which
     leaves controls 1e-5 inside their bounds and costs 1e-6 relative on the box-LQR test."""
+
+
+    @classmethod
+    def crocoddyl(cls, **changes) -> SolverOptions:
+        """The step rules of crocoddyl's SolverBoxFDDP, for side-by-side comparisons."""
+        return cls(**{"zero_clamped_gradient": True, "qp_tol": 1e-5, **changes})
 
 
 _ALPHAS = 0.5 ** np.arange(10)
@@ -209,7 +219,8 @@ def _backward(fns: _Fns, opts: SolverOptions, derivs, us, k_prev, gaps, feasible
         Vxx = 0.5 * (Vxx + Vxx.T) + reg * eye_x
         Vx = Vx + Vxx @ gap_t
         ok = ok & jnp.all(jnp.isfinite(Vx)) & jnp.all(jnp.isfinite(Vxx))
-        return (Vx, Vxx), (k, K, Vx, Vxx, Qu, Quu @ k, ok)
+        Qu_model = Qu_free if opts.zero_clamped_gradient else Qu
+        return (Vx, Vxx), (k, K, Vx, Vxx, Qu_model, Quu @ k, ok)
 
     inputs = (Fx, Fu, lx, lu, lxx, lux, luu, us, k_prev, gaps[:-1])
     _, (k, K, Vx, Vxx, Qu, Quu_k, ok) = jax.lax.scan(step, (Vx_T, Vxx_T), inputs, reverse=True)

@@ -92,16 +92,23 @@ class Result:
     def summary(self) -> dict:
         """Aggregate numbers for printing or JSON."""
         codes = {s.name.lower(): int(np.sum(self.status == s)) for s in Status}
+        # Statistics over the finite costs: one diverged instance must not hide the rest.
+        finite = self.cost[np.isfinite(self.cost)]
+
+        def stat(fn):
+            return float(fn(finite)) if finite.size else float("nan")
+
         return {
             "n": self.n,
             "converged_share": float(np.mean(self.converged)),
             "status_counts": codes,
             "iterations_median": float(np.median(self.iterations)),
             "iterations_max": int(np.max(self.iterations)),
-            "cost_mean": float(np.mean(self.cost)),
-            "cost_median": float(np.median(self.cost)),
-            "cost_min": float(np.min(self.cost)),
-            "cost_max": float(np.max(self.cost)),
+            "cost_mean": stat(np.mean),
+            "cost_median": stat(np.median),
+            "cost_min": stat(np.min),
+            "cost_max": stat(np.max),
+            "cost_nonfinite": int(self.n - finite.size),
             "sim_calls": int(np.sum(self.sim_calls)),
             "seconds": float(self.seconds),
             "instances_per_second": float(self.n / self.seconds) if self.seconds > 0 else None,

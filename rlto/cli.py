@@ -1,0 +1,423 @@
+"""Command-line interface: `rlto problems`, `rlto solve` (and later train, eval, compare, bench).
+
+Each subcommand is a pair (add its arguments to a parser, run it on the parsed arguments and
+return an exit code), listed in COMMANDS; `main` dispatches. Library errors that are the user's
+to fix (an unknown problem name, bad options) print their message and exit 2, without traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point.
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `rlto` command line with argv (default sys.argv[1:]); return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    from rlto.problem import ProblemError
+
+    try:
+        return args.run(args)
+    except ProblemError as err:
+        print(f"rlto {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per entry of COMMANDS."""
+    parser = argparse.ArgumentParser(
+        prog="rlto",
+        description="Trajectory optimization and policy learning for families of OCPs.",
+        epilog="Run `rlto COMMAND --help` for the options of one command.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (add_arguments, run, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(command)
+        command.set_defaults(run=run)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# rlto problems
+
+
+def add_problems_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `rlto problems`."""
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of the problems instead of a table")
+
+
+def run_problems(args: argparse.Namespace) -> int:
+    """List the built-in problems: name, nx, nu, T, dt, control bounds, description."""
+    import rlto
+
+    rows = []
+    with _spinner(not args.json) as status:
+        for name in rlto.problem_names():
+            status(f"building {name} (rlto.make checks every function once)")
+            rows.append(problem_row(rlto.make(name)))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Built-in problems (rlto.make(name))")
+    for column in ("name", "nx", "nu", "T", "dt", "bounds", "description"):
+        justify = "right" if column in ("nx", "nu", "T", "dt") else "left"
+        table.add_column(column, justify=justify, no_wrap=column != "description")
+    for row in rows:
+        table.add_row(row["name"], str(row["nx"]), str(row["nu"]), str(row["horizon"]),
+                      f"{row['dt']:g}", row["bounds"], row["description"])
+    Console().print(table)
+    return EXIT_OK
+
+
+def problem_row(problem) -> dict:
+    """One problem's dimensions, bounds and description, as plain JSON-able values."""
+    return {
+        "name": problem.name,
+        "nx": problem.nx,
+        "nu": problem.nu,
+        "horizon": problem.horizon,
+        "dt": float(problem.dt),
+        "bounds": format_bounds(problem.u_lower, problem.u_upper),
+        "constraints": problem.constraints is not None,
+        "obstacles": len(problem.obstacles),
+        "description": problem.description,
+    }
+
+
+def format_bounds(lower: np.ndarray, upper: np.ndarray) -> str:
+    """Control bounds in a few characters: "none", "±2", "[0, 1]", or one entry per control."""
+    lower, upper = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
+    if not (np.isfinite(lower).any() or np.isfinite(upper).any()):
+        return "none"
+    pairs = [_format_interval(lo, hi) for lo, hi in zip(lower, upper, strict=True)]
+    if len(set(pairs)) == 1:
+        return pairs[0]
+    return " ".join(pairs)
+
+
+def _format_interval(lo: float, hi: float) -> str:
+    if np.isfinite(lo) and lo == -hi:
+        return f"±{hi:g}"
+    return f"[{lo:g}, {hi:g}]"
+
+
+# ---------------------------------------------------------------------------------------------
+# rlto solve
+
+
+def add_solve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `rlto solve`."""
+    parser.add_argument("name", help="built-in problem name (see `rlto problems`)")
+    parser.add_argument("--set", dest="overrides", metavar="FIELD=VALUE", action="append",
+                        type=_override, default=[],
+                        help="replace a field of the problem's config, e.g. --set horizon=50 "
+                             "--set obstacles=constraint; VALUE is read as JSON when it parses "
+                             "(numbers, true/false, lists), else as a string; repeatable")
+    parser.add_argument("--n", type=_positive_int, default=256,
+                        help="number of instances sampled and solved in one batch (default 256)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="instances are problem.sample(jax.random.key(SEED), N); --init random "
+                             "draws from fold_in(key, 1) (default 0)")
+    parser.add_argument("--init", choices=("zero", "random"), default="zero",
+                        help="warm start: zero controls, or controls uniform within the bounds "
+                             "(within ±1 where a bound is infinite) (default zero)")
+    parser.add_argument("--max-iter", type=_positive_int, default=200,
+                        help="DDP iterations per instance at most (default 200)")
+    parser.add_argument("--tol", type=float, default=1e-6,
+                        help="convergence tolerance on the expected improvement (default 1e-6)")
+    parser.add_argument("--warmup", action="store_true",
+                        help="solve once before the timed solve, so that the reported time "
+                             "excludes JIT compilation (the batch is solved twice)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="directory for result.json and plots "
+                             "(default runs/solve-NAME-seedSEED)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the summary as JSON only, without progress display")
+
+
+def run_solve(args: argparse.Namespace) -> int:
+    """Sample n instances, solve them in one batched call, print a summary, write files."""
+    import jax
+
+    from rlto.plots import plot_cost_histogram, plot_trajectories
+
+    problem = make_problem(args.name, dict(args.overrides))
+    out = args.out if args.out is not None else Path("runs") / f"solve-{args.name}-seed{args.seed}"
+    key = jax.random.key(args.seed)
+    params = problem.sample(key, args.n)  # the same instances as problem.sample(key(seed), n)
+    random_init = args.init == "random"
+    init = initial_controls(problem, jax.random.fold_in(key, 1), args.n) if random_init else None
+    result, timing = _timed_solve(problem, params, init, args)
+
+    summary = solve_summary(result, timing, out)
+    out.mkdir(parents=True, exist_ok=True)
+    with _spinner(not args.json) as status:
+        status(f"writing plots to {out}")
+        plot_trajectories(problem, result, out / "trajectories.png", params=params)
+        plot_cost_histogram(result, out / "costs.png")
+    record = {"summary": summary, "statuses": status_messages(result),
+              "config": solve_config(problem, args), "files": ["trajectories.png", "costs.png"]}
+    (out / "result.json").write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
+
+    if args.json:
+        print(json.dumps(to_jsonable(summary), indent=2))
+    else:
+        print_solve_summary(problem, summary, status_messages(result), args)
+    return EXIT_OK
+
+
+def make_problem(name: str, overrides: dict):
+    """rlto.make(name, **overrides); a field its config lacks is a ProblemError listing them."""
+    import rlto
+    from rlto.problem import ProblemError
+
+    problem = rlto.make(name)
+    if not overrides:
+        return problem
+    config = problem.config
+    is_dataclass = dataclasses.is_dataclass(config)
+    fields = [f.name for f in dataclasses.fields(config)] if is_dataclass else []
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ProblemError(
+            f"{name} has no config field {', '.join(map(repr, unknown))} (from --set); "
+            f"its fields are: {', '.join(fields) or 'none'}."
+        )
+    return rlto.make(name, **overrides)
+
+
+def initial_controls(problem, key, n: int):
+    """Random controls (n, T, nu), uniform within the bounds, within ±1 where a bound is inf.
+
+    A one-sided bound keeps the interval at least 1 wide: (-inf, 0.5] draws from [-1, 0.5] and
+    [2, inf) from [2, 3].
+    """
+    import jax
+    import jax.numpy as jnp
+
+    lower, upper = np.asarray(problem.u_lower), np.asarray(problem.u_upper)
+    upper_or_one = np.where(np.isfinite(upper), upper, 1.0)
+    lower_or_minus_one = np.where(np.isfinite(lower), lower, -1.0)
+    lo = np.where(np.isfinite(lower), lower, np.minimum(-1.0, upper_or_one - 1.0))
+    hi = np.where(np.isfinite(upper), upper, np.maximum(1.0, lower_or_minus_one + 1.0))
+    shape = (n, problem.horizon, problem.nu)
+    return jax.random.uniform(key, shape, jnp.float64, minval=lo, maxval=hi)
+
+
+def _timed_solve(problem, params, init, args):
+    """Solve (optionally after a warm-up solve), showing a spinner; return (result, timing)."""
+    import rlto
+
+    def call():
+        return rlto.solve(problem, params, init=init, max_iter=args.max_iter, tol=args.tol)
+
+    timing = {}
+    with _spinner(not args.json) as status:
+        if args.warmup:
+            status(f"warm-up solve of {args.n} {problem.name} instances (includes JIT compile)")
+            start = time.perf_counter()
+            call()
+            timing["warmup_wall_seconds"] = time.perf_counter() - start
+            status(f"timed solve of {args.n} {problem.name} instances (compiled)")
+        else:
+            status(f"compiling and solving {args.n} {problem.name} instances")
+        start = time.perf_counter()
+        result = call()
+        timing["wall_seconds"] = time.perf_counter() - start
+    timing["includes_compile"] = not args.warmup
+    return result, timing
+
+
+class _spinner:
+    """Context manager: a rich spinner with elapsed time on stderr when stderr is a terminal,
+    plain status lines on stderr when it is not (logs, pipes), nothing when disabled (--json).
+
+    Entering returns a function status(text) that changes the spinner's text.
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.progress = None
+
+    def __enter__(self) -> Callable[[str], None]:
+        if not self.enabled:
+            return lambda text: None
+        if not sys.stderr.isatty():
+            return lambda text: print(f"{text} ...", file=sys.stderr, flush=True)
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                 TimeElapsedColumn(), console=Console(stderr=True),
+                                 transient=True)
+        self.progress.start()
+        task = self.progress.add_task("", total=None)
+        return lambda text: self.progress.update(task, description=text)
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def solve_summary(result, timing: dict, out: Path) -> dict:
+    """Result.summary() plus the wall time measured here and the output directory."""
+    summary = dict(result.summary())
+    summary.update(timing)
+    summary["out"] = str(out)
+    return summary
+
+
+def status_messages(result) -> dict:
+    """Status name -> {count, message} for every status that occurred."""
+    from rlto.solver.result import Status
+
+    codes = np.asarray(result.status)
+    return {
+        s.name.lower(): {"count": int(np.sum(codes == s)), "message": s.message}
+        for s in Status
+        if np.any(codes == s)
+    }
+
+
+def solve_config(problem, args: argparse.Namespace) -> dict:
+    """The resolved configuration of a `rlto solve` run, for result.json."""
+    config = problem.config
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    return {
+        "problem": problem.name,
+        "overrides": dict(args.overrides),
+        "problem_config": config,
+        "n": args.n,
+        "seed": args.seed,
+        "init": args.init,
+        "max_iter": args.max_iter,
+        "tol": args.tol,
+        "warmup": args.warmup,
+    }
+
+
+def print_solve_summary(problem, summary: dict, statuses: dict, args) -> None:
+    """A rich table of the summary, then one line per non-converged status with its advice."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    n = summary["n"]
+    converged = summary["status_counts"].get("converged", 0)
+    table = Table(title=f"rlto solve {problem.name}: {n} instances, seed {args.seed}, "
+                        f"init {args.init}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("converged", f"{summary['converged_share']:.1%} ({converged}/{n})")
+    table.add_row("iterations", f"median {summary['iterations_median']:g}, "
+                                f"max {summary['iterations_max']} (max_iter {args.max_iter})")
+    table.add_row("cost", _cost_line(summary))
+    table.add_row("time", _time_line(summary))
+    if summary.get("instances_per_second"):
+        what = "includes JIT compilation" if summary["includes_compile"] else "compiled"
+        table.add_row("throughput", f"{summary['instances_per_second']:.1f} instances/s "
+                                    f"(n / solver seconds, {what})")
+    table.add_row("output", f"{summary['out']}/ (result.json, trajectories.png, costs.png)")
+    console.print(table)
+    for name, entry in statuses.items():
+        if name != "converged":
+            console.print(f"[red]{entry['count']} {name}[/red]: {entry['message']}")
+
+
+def _cost_line(summary: dict) -> str:
+    """Cost statistics (over the finite costs, saying how many were not, when some were not)."""
+    n, nonfinite = summary["n"], summary["cost_nonfinite"]
+    if nonfinite == n:
+        return f"all {n} costs are NaN/inf"
+    stats = {k: summary[f"cost_{k}"] for k in ("mean", "median", "min", "max")}
+    suffix = f" over the {n - nonfinite} finite ({nonfinite} NaN/inf)" if nonfinite else ""
+    return ("mean {mean:.6g}, median {median:.6g}, min {min:.6g}, max {max:.6g}".format(**stats)
+            + suffix)
+
+
+def _time_line(summary: dict) -> str:
+    """Wall time of the solve call as measured here, saying whether it includes compilation."""
+    wall = f"{summary['wall_seconds']:.2f} s wall"
+    if summary["includes_compile"]:
+        return wall + ", includes JIT compilation (--warmup times a compiled solve)"
+    return wall + f", compiled (the warm-up solve took {summary['warmup_wall_seconds']:.2f} s)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers.
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON values: arrays and tuples to lists, NumPy scalars to Python, inf/NaN to
+    strings ("inf", "-inf", "nan") so that the file is strict JSON, dataclasses to dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "__array__") and not isinstance(value, str):
+        array = np.asarray(value)
+        return to_jsonable(array.tolist()) if array.ndim else to_jsonable(array.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _override(text: str) -> tuple[str, Any]:
+    """FIELD=VALUE -> (FIELD, VALUE): VALUE as JSON when it parses (lists become tuples)."""
+    field, sep, raw = text.partition("=")
+    if not sep or not field:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    if isinstance(value, list):
+        value = tuple(value)
+    return field.strip(), value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+# name -> (add_arguments(parser), run(args) -> exit code, one-line help).
+# Later: train, eval, compare, bench.
+COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
+    "problems": (add_problems_arguments, run_problems, "list the built-in problems"),
+    "solve": (add_solve_arguments, run_solve,
+              "sample instances of a problem, solve them in one batched DDP call, "
+              "print a summary and write result.json and plots"),
+}
