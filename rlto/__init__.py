@@ -1,6 +1,7 @@
 """rlto: fast, precise neural control policies from trajectory optimization and policy learning.
 
-Public surface (see DESIGN.md): Problem, make, problem_names, solve, Result, Status, ExtraCost.
+Public surface (see DESIGN.md): Problem, make, problem_names, solve, Result, Status, ExtraCost,
+train, load_policy, evaluate.
 """
 
 import os
@@ -18,8 +19,10 @@ if _cache_dir and jax.config.jax_compilation_cache_dir is None:
     jax.config.update("jax_compilation_cache_dir", _cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
+from rlto.evaluate import evaluate  # noqa: E402
 from rlto.problem import Ellipse, Problem, ProblemError, make, problem_names  # noqa: E402
 from rlto.solver import ExtraCost, Result, Status, solve  # noqa: E402
+from rlto.training import load_policy, train  # noqa: E402
 
 __all__ = [
     "Ellipse",
@@ -28,7 +31,10 @@ __all__ = [
     "ProblemError",
     "Result",
     "Status",
+    "evaluate",
+    "load_policy",
     "make",
     "problem_names",
     "solve",
+    "train",
 ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -189,6 +188,13 @@ def run_solve(args: argparse.Namespace) -> int:
     else:
         print_solve_summary(problem, summary, status_messages(result), args)
     return EXIT_OK
+
+
+def to_jsonable(value: Any) -> Any:
+    """Strict JSON data (rlto.runs.to_jsonable, imported lazily to keep `--help` fast)."""
+    from rlto.runs import to_jsonable as convert
+
+    return convert(value)
 
 
 def make_problem(name: str, overrides: dict):
@@ -373,25 +379,6 @@ def _time_line(summary: dict) -> str:
 # Helpers.
 
 
-def to_jsonable(value: Any) -> Any:
-    """Plain JSON values: arrays and tuples to lists, NumPy scalars to Python, inf/NaN to
-    strings ("inf", "-inf", "nan") so that the file is strict JSON, dataclasses to dicts."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "__array__") and not isinstance(value, str):
-        array = np.asarray(value)
-        return to_jsonable(array.tolist()) if array.ndim else to_jsonable(array.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
 def _override(text: str) -> tuple[str, Any]:
     """FIELD=VALUE -> (FIELD, VALUE): VALUE as JSON when it parses (lists become tuples)."""
     field, sep, raw = text.partition("=")
@@ -413,11 +400,97 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# ---------------------------------------------------------------------------------------------
+# rlto train / rlto eval.
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `rlto train`."""
+    parser.add_argument("name", help="built-in problem name (see `rlto problems`)")
+    parser.add_argument("--algo", default="pddp", help="policy-learning algorithm (default pddp)")
+    parser.add_argument("--seed", type=int, default=0, help="fixes every random number (default 0)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="training wall-time budget (default 60 when --iterations is absent)")
+    parser.add_argument("--iterations", type=_positive_int, default=None,
+                        help="outer iterations at most")
+    parser.add_argument("--option", "-o", dest="options", metavar="FIELD=VALUE", action="append",
+                        type=_override, default=[],
+                        help="a field of the algorithm's config, e.g. -o sobolev=full; repeatable")
+    parser.add_argument("--set", dest="overrides", metavar="FIELD=VALUE", action="append",
+                        type=_override, default=[], help="a field of the problem's config")
+    parser.add_argument("--test-size", type=_positive_int, default=100,
+                        help="test-set size M (default 100)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run directory (default runs/train-NAME-ALGO-seedSEED); an existing "
+                             "one with a checkpoint is resumed")
+    parser.add_argument("--json", action="store_true", help="print the final evaluation as JSON")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train, resumably, then print the test-set evaluation."""
+    import rlto
+
+    problem = make_problem(args.name, dict(args.overrides))
+    seconds = 60.0 if args.seconds is None and args.iterations is None else args.seconds
+    out = args.out or Path("runs") / f"train-{args.name}-{args.algo}-seed{args.seed}"
+    run = rlto.train(problem, algo=args.algo, seed=args.seed, seconds=seconds,
+                     iterations=args.iterations, out=out, test_size=args.test_size,
+                     progress=not args.json, **dict(args.options))
+    if args.json:
+        print(json.dumps(to_jsonable(run.evaluation), indent=2))
+    else:
+        print(f"{run.iterations} iterations; run directory {run.out}")
+        _print_evaluation(run.evaluation)
+    return EXIT_OK
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `rlto eval`."""
+    parser.add_argument("run_dir", metavar="RUN", type=Path,
+                        help="a run directory written by `rlto train`")
+    parser.add_argument("--json", action="store_true", help="print the evaluation as JSON")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Evaluate a run's policy on its problem's test set."""
+    import rlto
+    from rlto.evaluate import test_params
+    from rlto.problem import ProblemError
+
+    config_path = args.run_dir / "config.json"
+    if not config_path.exists():
+        raise ProblemError(f"{args.run_dir} has no config.json; pass a directory of `rlto train`.")
+    config = json.loads(config_path.read_text())
+    fields = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in (config.get("problem_config") or {}).items()}
+    problem = rlto.make(config["problem"], **fields)
+    report = rlto.evaluate(problem, rlto.load_policy(args.run_dir),
+                           test_params(problem, m=config.get("test_size", 100)))
+    if args.json:
+        print(json.dumps(to_jsonable(report.summary()), indent=2))
+    else:
+        _print_evaluation(report.summary())
+    return EXIT_OK
+
+
+def _print_evaluation(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"test-set evaluation: {summary.get('problem', '')}", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
 # name -> (add_arguments(parser), run(args) -> exit code, one-line help).
-# Later: train, eval, compare, bench.
+# Later: compare, bench.
 COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "problems": (add_problems_arguments, run_problems, "list the built-in problems"),
     "solve": (add_solve_arguments, run_solve,
               "sample instances of a problem, solve them in one batched DDP call, "
               "print a summary and write result.json and plots"),
+    "train": (add_train_arguments, run_train,
+              "train a policy (resumable run directory: config, metrics, checkpoints, plots)"),
+    "eval": (add_eval_arguments, run_eval, "evaluate a trained policy on its test set"),
 }

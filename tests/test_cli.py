@@ -219,3 +219,22 @@ def test_plot_cost_histogram_writes_png(tmp_path):
     path = tmp_path / "costs.png"
     plots.plot_cost_histogram(arrays, path)
     assert _png_ok(path)
+
+
+def test_train_then_eval(tmp_path):
+    """`rlto train` writes a resumable run; `rlto eval` re-scores its policy identically."""
+    out = tmp_path / "run"
+    argv = ["train", "lqr", "--iterations", "1", "-o", "n_problems=8", "-o", "hidden=[16,16]",
+            "-o", "epochs=2", "--set", "horizon=20", "--test-size", "8", "--json",
+            "--out", str(out)]
+    outputs = []
+    for command in (argv, ["eval", str(out), "--json"]):
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            assert cli.main(command) == 0
+        outputs.append(json.loads(stdout.getvalue()))
+    trained, evaluated = outputs
+    assert trained["n"] == 8
+    assert evaluated["gap_percent"] == pytest.approx(trained["gap_percent"], rel=1e-12)
+    assert (out / "checkpoints" / "ckpt.eqx").exists()
+    assert cli.main(["eval", str(tmp_path / "missing")]) == 2

@@ -160,6 +160,16 @@ def test_gains_equal_optimal_control_sensitivity():
     np.testing.assert_allclose(result.K[0, 0], central(result.us[:, 0]).T, rtol=1e-4, atol=1e-6)
 
 
+def test_returned_gains_are_finite_where_quu_is_indefinite():
+    """The final gains pass regularizes like the iterations do (it once returned NaN gains
+    on pendulum swing-ups whose last Quu was not positive definite)."""
+    problem = rlto.make("pendulum")
+    result = rlto.solve(problem, problem.sample(jax.random.key(3), 16))
+    assert result.converged.all()
+    for array in (result.K, result.k, result.Vx, result.Vxx):
+        assert np.isfinite(array).all()
+
+
 def test_batched_equals_per_instance_loop(pendulum):
     params = pendulum.sample(jax.random.key(4), 3)
     batched = rlto.solve(pendulum, params)

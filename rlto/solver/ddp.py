@@ -95,7 +95,6 @@ class SolverOptions:
     """Box-QP stops when the free gradient's max-norm is below this. crocoddyl uses 1e-5, which
     leaves controls 1e-5 inside their bounds and costs 1e-6 relative on the box-LQR test."""
 
-
     @classmethod
     def crocoddyl(cls, **changes) -> SolverOptions:
         """The step rules of crocoddyl's SolverBoxFDDP, for side-by-side comparisons."""
@@ -230,6 +229,34 @@ def _backward(fns: _Fns, opts: SolverOptions, derivs, us, k_prev, gaps, feasible
     return k, K, Vx, Vxx, Qu, Quu_k, ok
 
 
+def _all_finite(arrays) -> jax.Array:
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(a)) for a in arrays]))
+
+
+def _regularized_backward(
+    fns: _Fns, opts: SolverOptions, derivs, us, k_prev, gaps, feasible, reg, finite
+):
+    """The backward pass, raising the regularization until every Quu is positive definite.
+
+    Returns (reg used, _backward's outputs); the last output `ok` is False when even reg_max
+    failed (or `finite` is False: non-finite derivatives are not retried).
+    """
+
+    def backward(reg):
+        return _backward(fns, opts, derivs, us, k_prev, gaps, feasible, reg)
+
+    def retry_cond(carry):
+        reg, out = carry
+        return ~out[-1] & (reg < opts.reg_max) & finite
+
+    def retry_body(carry):
+        reg, _ = carry
+        reg = jnp.minimum(reg * opts.reg_factor, opts.reg_max)
+        return reg, backward(reg)
+
+    return jax.lax.while_loop(retry_cond, retry_body, (reg, backward(reg)))
+
+
 def _forward(fns: _Fns, state: _State, k, K, gaps, alpha, params, shared, lam, mu):
     """Nonlinear rollout of step length alpha, closing a share alpha of each gap.
 
@@ -256,25 +283,10 @@ def _iterate(fns: _Fns, opts: SolverOptions, params, shared, lam, mu, state: _St
     T = fns.horizon
     derivs = _linearize(fns, state.xs, state.us, params, shared, lam, mu)
     gaps = _gaps(fns, state.xs, state.us, params)
-    finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(d)) for d in derivs])) & jnp.isfinite(
-        state.cost
-    )
+    finite = _all_finite(derivs) & jnp.isfinite(state.cost)
 
-    # Backward pass, raising the regularization until every Quu is positive definite.
-    def backward(reg):
-        return _backward(fns, opts, derivs, state.us, state.k, gaps, state.feasible, reg)
-
-    def retry_cond(carry):
-        reg, out = carry
-        return ~out[-1] & (reg < opts.reg_max) & finite
-
-    def retry_body(carry):
-        reg, _ = carry
-        reg = jnp.minimum(reg * opts.reg_factor, opts.reg_max)
-        return reg, backward(reg)
-
-    reg, (k, K, Vx, Vxx, Qu, Quu_k, backward_ok) = jax.lax.while_loop(
-        retry_cond, retry_body, (state.reg, backward(state.reg))
+    reg, (k, K, Vx, Vxx, Qu, Quu_k, backward_ok) = _regularized_backward(
+        fns, opts, derivs, state.us, state.k, gaps, state.feasible, state.reg, finite
     )
 
     # FDDP's expected-improvement model (crocoddyl's dg, dq, dv).
@@ -376,8 +388,9 @@ def _final_gains(fns: _Fns, opts: SolverOptions, state: _State, params, shared, 
     one step behind it): (k (T, nu), K (T, nu, nx), Vx (T+1, nx), Vxx (T+1, nx, nx))."""
     derivs = _linearize(fns, state.xs, state.us, params, shared, lam, mu)
     gaps = _gaps(fns, state.xs, state.us, params)
-    k, K, Vx, Vxx, _, _, _ = _backward(
-        fns, opts, derivs, state.us, state.k, gaps, state.feasible, jnp.asarray(opts.reg_min)
+    finite = _all_finite(derivs)
+    _, (k, K, Vx, Vxx, _, _, _) = _regularized_backward(
+        fns, opts, derivs, state.us, state.k, gaps, state.feasible, state.reg, finite
     )
     return k, K, Vx, Vxx
 

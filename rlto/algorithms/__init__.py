@@ -1,0 +1,12 @@
+"""Policy-learning algorithms, one file each; `ALGORITHMS` maps a name to its module.
+
+Each module provides a frozen dataclass config, `init(problem, config, key) -> state` (a pytree
+with at least `policy`, `iteration`, `sim_calls`, `to_iterations`) and
+`step(problem, config, state) -> (state, info dict)`: one outer iteration of its paper's loop.
+"""
+
+from rlto.algorithms import pddp
+
+ALGORITHMS = {
+    "pddp": (pddp, pddp.PddpConfig),
+}

@@ -1,0 +1,197 @@
+"""PDDP: projected DDP (seed 002, Sec. III, Alg. 1).
+
+    for k = 1..M:
+        sample N problems beta_i                                (fresh each iteration)
+        U0 <- Rollout(pi_theta)                                 warm start from the policy
+        U  <- argmin_U R(U)                                     batched box-FDDP (rlto.solve)
+        theta <- argmin_theta d(theta, U) [+ Sobolev term]      Adam mini-batches, eq. 7 (eq. 8)
+
+The Sobolev term matches the policy's Jacobian to the TO feedback gains K_t, fully (eq. 8) or
+stochastically along random control directions (one VJP per sample).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import rlto
+from rlto import losses
+from rlto.evaluate import policy_rollout
+from rlto.nets import Policy, broadcast_params, make_policy, set_normalization, trainable
+from rlto.problem import Problem, ProblemError
+
+SOBOLEV_MODES = ("none", "full", "stochastic")
+
+
+@dataclasses.dataclass(frozen=True)
+class PddpConfig:
+    """Hyperparameters of PDDP."""
+
+    n_problems: int = 64
+    """N: problems sampled (and solved) per iteration."""
+    epochs: int = 10
+    """Passes over each iteration's TO data in the supervised step."""
+    batch_size: int = 256
+    """Mini-batch size (state-control pairs) of Adam."""
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the policy MLP (seed 002: two layers of 256)."""
+    sobolev: str = "stochastic"
+    """Gain matching: "none" (eq. 7 alone), "full" (eq. 8), "stochastic" (one random direction)."""
+    sobolev_weight: float = 1e-2
+    """Weight of the Sobolev term relative to the regression term."""
+    warm_start: str = "policy"
+    """TO warm start: "policy" (the policy's rollout, Alg. 1 line 2) or "zero" controls."""
+    to_max_iter: int = 100
+    """DDP iterations per solve."""
+    to_tol: float = 1e-6
+    """DDP convergence threshold (expected decrease)."""
+
+    def __post_init__(self):
+        if self.sobolev not in SOBOLEV_MODES:
+            raise ProblemError(f"sobolev must be one of {SOBOLEV_MODES}, got {self.sobolev!r}.")
+        if self.warm_start not in ("policy", "zero"):
+            raise ProblemError(f"warm_start must be 'policy' or 'zero', got {self.warm_start!r}.")
+        for name in ("n_problems", "epochs", "batch_size", "to_max_iter"):
+            if int(getattr(self, name)) < 1:
+                raise ProblemError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+
+
+class PddpState(NamedTuple):
+    """Everything a resumed run needs (a pytree; saved whole in checkpoints)."""
+
+    policy: Policy
+    opt_state: optax.OptState
+    key: jax.Array
+    iteration: jax.Array  # () int: outer iterations done
+    sim_calls: jax.Array  # () int: dynamics calls (forward + derivative) spent in training
+    to_iterations: jax.Array  # () int: DDP iterations summed over instances
+
+
+def _optimizer(config: PddpConfig) -> optax.GradientTransformation:
+    return optax.adam(config.learning_rate)
+
+
+def init(problem: Problem, config: PddpConfig, key: jax.Array) -> PddpState:
+    """A fresh policy and optimizer."""
+    policy_key, key = jax.random.split(key)
+    policy = make_policy(problem, policy_key, hidden=config.hidden)
+    opt_state = _optimizer(config).init(eqx.filter(policy, trainable(policy)))
+    zero = jnp.asarray(0, dtype=jnp.int64)
+    return PddpState(policy, opt_state, key, zero, zero, zero)
+
+
+def supervised_loss(policy: Policy, batch: dict, key: jax.Array, config: PddpConfig):
+    """Eq. 7 (+ weight x eq. 8 or its stochastic form) on one mini-batch: scalar, parts."""
+    regression = losses.regression_loss(policy, batch["x"], batch["u"], batch["params"])
+    if config.sobolev == "full":
+        gains = losses.sobolev_loss(policy, batch["x"], batch["K"], batch["params"])
+    elif config.sobolev == "stochastic":
+        gains = losses.stochastic_sobolev_loss(
+            policy, batch["x"], batch["K"], batch["params"], key
+        )
+    else:
+        gains = jnp.zeros(())
+    return regression + config.sobolev_weight * gains, (regression, gains)
+
+
+@eqx.filter_jit
+def _fit(policy: Policy, opt_state, data: dict, key: jax.Array, config: PddpConfig):
+    """`config.epochs` of shuffled Adam mini-batches over data (dict of (m, ...) arrays).
+
+    Returns the policy, optimizer state and the last epoch's mean (regression, gains) losses.
+    """
+    optimizer = _optimizer(config)
+    spec = trainable(policy)
+    weights, frozen = eqx.partition(policy, spec)
+    m = data["x"].shape[0]
+    batches = max(1, m // config.batch_size)
+    size = min(config.batch_size, m)
+
+    def minibatch(carry, inputs):
+        weights, opt_state = carry
+        index, step_key = inputs
+        batch = jax.tree.map(lambda a: a[index], data)
+
+        def loss(w):
+            return supervised_loss(eqx.combine(w, frozen), batch, step_key, config)
+
+        (_, parts), grads = jax.value_and_grad(loss, has_aux=True)(weights)
+        updates, opt_state = optimizer.update(grads, opt_state, weights)
+        return (optax.apply_updates(weights, updates), opt_state), jnp.stack(parts)
+
+    def epoch(carry, epoch_key):
+        order_key, step_key = jax.random.split(epoch_key)
+        order = jax.random.permutation(order_key, m)[: batches * size].reshape(batches, size)
+        carry, parts = jax.lax.scan(
+            minibatch, carry, (order, jax.random.split(step_key, batches))
+        )
+        return carry, parts.mean(axis=0)
+
+    (weights, opt_state), parts = jax.lax.scan(
+        epoch, (weights, opt_state), jax.random.split(key, config.epochs)
+    )
+    return eqx.combine(weights, frozen), opt_state, parts[-1]
+
+
+def _dataset(problem: Problem, result, params, policy: Policy) -> dict:
+    """TO state-control-gain triples of the usable instances: dict of (m, ...) arrays."""
+    usable = np.isfinite(result.cost) & np.all(np.isfinite(result.us), axis=(1, 2))
+    T = problem.horizon
+    xs = result.xs[usable, :T]
+    beta = broadcast_params(policy, {k: np.asarray(v)[usable] for k, v in params.items()},
+                            xs.shape[:2])
+    return {
+        "x": jnp.asarray(xs.reshape(-1, problem.nx)),
+        "u": jnp.asarray(result.us[usable].reshape(-1, problem.nu)),
+        "K": jnp.asarray(result.K[usable].reshape(-1, problem.nu, problem.nx)),
+        "params": {k: v.reshape((-1,) + v.shape[2:]) for k, v in beta.items()},
+    }
+
+
+def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpState, dict]:
+    """One outer iteration of Alg. 1; returns the new state and this iteration's numbers."""
+    key, sample_key, fit_key = jax.random.split(state.key, 3)
+    params = problem.sample(sample_key, config.n_problems)
+    rollout_calls = 0
+    init_us = None
+    if config.warm_start == "policy":
+        _, init_us, _ = policy_rollout(problem, state.policy, params)
+        rollout_calls = config.n_problems * problem.horizon
+    result = rlto.solve(
+        problem, params, init=init_us, max_iter=config.to_max_iter, tol=config.to_tol
+    )
+    policy = state.policy
+    if int(state.iteration) == 0:
+        # Normalise the inputs over the states the policy will be trained on, once, before any
+        # weight update (the sampler's x0 alone under-represents e.g. swing-up velocities).
+        policy = set_normalization(policy, result.xs[np.isfinite(result.cost)],
+                                   {k: np.asarray(v)[np.isfinite(result.cost)]
+                                    for k, v in params.items()})
+    data = _dataset(problem, result, params, policy)
+    policy, opt_state, (regression, gains) = _fit(policy, state.opt_state, data, fit_key, config)
+    calls = int(result.sim_calls.sum()) + rollout_calls
+    new_state = PddpState(
+        policy=policy,
+        opt_state=opt_state,
+        key=key,
+        iteration=state.iteration + 1,
+        sim_calls=state.sim_calls + calls,
+        to_iterations=state.to_iterations + int(result.iterations.sum()),
+    )
+    info = {
+        "regression_loss": float(regression),
+        "sobolev_loss": float(gains),
+        "to_converged": float(result.converged.mean()),
+        "to_cost": float(np.nanmean(result.cost)),
+        "to_iterations_mean": float(result.iterations.mean()),
+    }
+    return new_state, info

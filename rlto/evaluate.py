@@ -1,0 +1,588 @@
+"""Evaluation of control policies: test sets, the optimum cache, rollouts, metrics, warm starts.
+
+The metrics of shared/reference/benchmarks.md section 2, for any policy: a pure JAX callable
+`policy(x (nx,), params) -> u (nu,)` on one instance (vmappable), a plain function or an
+Equinox module.
+
+    params = test_params(problem)                     # M = 100 draws from TEST_SEED
+    xs, us, cost = policy_rollout(problem, policy, params)
+    J_star = optimum_costs(problem, params)           # lowest TO cost ever found, cached on disk
+    report = evaluate(problem, policy)                # gap, precision, violations, ...
+    rich.print(report.table()); json.dumps(report.to_dict())
+    warm_start_study(problem, policy, params)         # seed 002's Fig. 7: TO iterations
+
+Arrays returned are NumPy, float64, leading dimension n (as in rlto.Result).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import math
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlto.problem import Problem, ProblemError
+from rlto.solver import solve
+
+TEST_SEED = 2_000_003
+"""Seed of every test set: `problem.sample(jax.random.key(TEST_SEED), m)`.
+
+Training runs draw their parameters from keys derived from their own small seeds (0, 1, 2, ...);
+none may use this number, so that no policy is ever scored on instances it was trained on."""
+
+_CACHE_ENV = "RLTO_OPTIMUM_CACHE"
+_CACHE_VERSION = 1
+# Relative agreement asked of a cache entry's stored cost and the cost of its stored controls
+# recomputed now: a mismatch means the problem's functions changed under the same name/config.
+_CACHE_RTOL = 1e-6
+
+Policy = Callable[[jax.Array, Mapping[str, jax.Array]], jax.Array]
+
+
+# ---------------------------------------------------------------------------------------------
+# Test sets and closed-loop rollouts.
+
+
+def test_params(problem: Problem, m: int = 100, seed: int = TEST_SEED) -> dict[str, np.ndarray]:
+    """The test set: m parameter draws from `seed` (TEST_SEED), as NumPy float64 arrays (m, ...).
+
+    The same (problem, m, seed) always gives the same draws, so the optimum cache finds them.
+    """
+    if int(m) < 1:
+        raise ProblemError(f"m must be a positive integer, got {m}.")
+    drawn = problem.sample(jax.random.key(int(seed)), int(m))
+    return {k: np.asarray(v, dtype=np.float64) for k, v in drawn.items()}
+
+
+test_params.__test__ = False  # not a test, for pytest modules that import it
+
+
+# Incremented each time the batched rollout is traced (i.e. compiled anew); read by the tests.
+_trace_count = 0
+
+
+def _rollout_one(problem: Problem, policy: Policy, params):
+    """Closed-loop rollout of one instance: xs (T+1, nx), us (T, nu), cost, violation, error,
+    clipped share."""
+    lower = jnp.asarray(problem.u_lower)
+    upper = jnp.asarray(problem.u_upper)
+    x0 = jnp.asarray(params["x0"], dtype=jnp.float64)
+
+    def step(x, t):
+        raw = jnp.asarray(policy(x, params))
+        if raw.shape == () and problem.nu == 1:
+            raw = raw.reshape(1)
+        if raw.shape != (problem.nu,):
+            raise ProblemError(
+                f"{problem.name}: policy(x, params) returned shape {raw.shape}, expected "
+                f"({problem.nu},) (one control per instance; the rollout vmaps over instances)."
+            )
+        raw = raw.astype(x.dtype)
+        u = jnp.clip(raw, lower, upper)
+        x_next = problem.dynamics(x, u, t, params)
+        return x_next, (x_next, u, jnp.mean((raw != u).astype(x.dtype)))
+
+    _, (xs, us, clipped) = jax.lax.scan(step, x0, jnp.arange(problem.horizon))
+    xs = jnp.concatenate([x0[None], xs])
+    cost = problem.trajectory_cost(xs, us, params)
+    return (
+        xs,
+        us,
+        cost,
+        _violation_one(problem, xs, us, params),
+        _final_error_one(problem, xs, params),
+        jnp.mean(clipped),
+    )
+
+
+def _violation_one(problem: Problem, xs, us, params):
+    """max over t of max(g, 0) for one trajectory; 0 without path constraints."""
+    if problem.constraints is None:
+        return jnp.zeros((), dtype=xs.dtype)
+    g = jax.vmap(problem.constraints, in_axes=(0, 0, 0, None))(
+        xs[:-1], us, jnp.arange(problem.horizon), params
+    )
+    return jnp.max(jnp.maximum(g, 0.0))
+
+
+def _final_error_one(problem: Problem, xs, params):
+    """||position(x_T) - target|| for one trajectory; NaN where the problem has no task space."""
+    if problem.position is None or problem.target is None:
+        return jnp.full((), jnp.nan, dtype=xs.dtype)
+    return jnp.linalg.norm(problem.position(xs[-1], params) - problem.target(params))
+
+
+@eqx.filter_jit
+def _rollout_batch(problem: Problem, policy: Policy, params):
+    # The Problem (hashed by identity) and the policy's non-array parts are static: one compiled
+    # program per (problem, policy structure, batch shape). The policy's arrays (an Equinox
+    # module's weights) are traced arguments, so new weights reuse the compiled program.
+    global _trace_count
+    _trace_count += 1
+    return jax.vmap(lambda p: _rollout_one(problem, policy, p))(params)
+
+
+def _as_params(problem: Problem, params) -> dict[str, jax.Array]:
+    problem.check_params(params)
+    return {k: jnp.asarray(v, dtype=jnp.float64) for k, v in params.items()}
+
+
+def _rollout_all(problem: Problem, policy: Policy, params) -> tuple[np.ndarray, ...]:
+    out = _rollout_batch(problem, policy, _as_params(problem, params))
+    return tuple(np.asarray(a) for a in out)
+
+
+def policy_rollout(
+    problem: Problem, policy: Policy, params
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closed-loop rollouts of `policy` from each instance's x0.
+
+    u_t = clip(policy(x_t, params), u_lower, u_upper): the policy need not respect the bounds.
+    Compiled once per (problem, policy structure, n): an Equinox module is a traced argument, so
+    a policy whose weights change every training iteration does not recompile; a plain function
+    is static (a new function object compiles anew).
+    Returns xs (n, T+1, nx), us (n, T, nu) (clipped, as applied) and cost (n,), where
+    cost[i] == problem.trajectory_cost(xs[i], us[i], params_i).
+    """
+    xs, us, cost, *_ = _rollout_all(problem, policy, params)
+    return xs, us, cost
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimum costs J*, cached on disk.
+
+
+def default_cache_dir() -> str | None:
+    """Where optimum_costs keeps J* when given no cache_dir: $RLTO_OPTIMUM_CACHE, or
+    ~/.cache/rlto-optimum; None (no cache) when that variable is set to the empty string."""
+    value = os.environ.get(_CACHE_ENV)
+    if value is None:
+        return os.path.join(os.path.expanduser("~"), ".cache", "rlto-optimum")
+    return value or None
+
+
+def cache_path(problem: Problem, params, cache_dir: str | os.PathLike) -> str:
+    """The npz file holding J* of (problem, params): named by the problem and a hash of its
+    name, sizes, bounds, `repr(problem.config)` and the parameter values."""
+    digest = hashlib.sha256()
+    for part in (
+        problem.name,
+        repr(problem.config),
+        f"{problem.nx},{problem.nu},{problem.horizon},{problem.dt!r}",
+    ):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    for bound in (problem.u_lower, problem.u_upper):
+        digest.update(np.ascontiguousarray(bound, dtype=np.float64).tobytes())
+    for key in sorted(params):
+        value = np.ascontiguousarray(params[key], dtype=np.float64)
+        digest.update(f"{key}{value.shape}".encode())
+        digest.update(value.tobytes())
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", problem.name) or "problem"
+    return os.path.join(os.fspath(cache_dir), f"{name}-{digest.hexdigest()[:20]}.npz")
+
+
+def _controls_batch_impl(problem: Problem, us, params):
+    xs = jax.vmap(problem.rollout)(us, params)
+    cost = jax.vmap(problem.trajectory_cost)(xs, us, params)
+    violation = jax.vmap(lambda x, u, p: _violation_one(problem, x, u, p))(xs, us, params)
+    return cost, violation
+
+
+_controls_batch = eqx.filter_jit(_controls_batch_impl)
+
+
+def _controls_cost(problem: Problem, us, params) -> tuple[np.ndarray, np.ndarray]:
+    """Cost and path-constraint violation of the open-loop rollouts of controls us (n, T, nu)
+    (clipped to the bounds): what these controls really achieve, whatever the solver reported."""
+    us = jnp.clip(jnp.asarray(us, dtype=jnp.float64), problem.u_lower, problem.u_upper)
+    cost, violation = _controls_batch(problem, us, params)
+    return np.asarray(cost), np.asarray(violation)
+
+
+def _better(cost, violation, best_cost, best_violation, constraint_tol) -> np.ndarray:
+    """Where (cost, violation) beats the best so far: feasible beats infeasible; among feasible
+    ones the lower cost wins, among infeasible ones the lower violation. NaN never wins."""
+    feasible = violation <= constraint_tol
+    best_feasible = best_violation <= constraint_tol
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(cost) & (
+            (feasible & ~best_feasible)
+            | (feasible & best_feasible & ~(cost >= best_cost))
+            | (~feasible & ~best_feasible & ~(violation >= best_violation))
+        )
+
+
+def _load_entry(path: str, n: int, problem: Problem) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path) as data:
+            entry = {k: np.asarray(data[k]) for k in ("cost", "us", "violation", "version")}
+    except (OSError, KeyError, ValueError, EOFError):
+        return None
+    if (
+        int(entry["version"]) != _CACHE_VERSION
+        or entry["cost"].shape != (n,)
+        or entry["us"].shape != (n, problem.horizon, problem.nu)
+    ):
+        return None
+    return entry
+
+
+def _save_entry(path: str, entry: Mapping[str, np.ndarray]) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, version=np.asarray(_CACHE_VERSION), **entry)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def _random_controls(problem: Problem, key, n: int) -> np.ndarray:
+    """Controls (n, T, nu), i.i.d. per step: uniform in the box where both bounds are finite,
+    standard normal (then clipped to the finite bound, if any) elsewhere."""
+    lower, upper = problem.u_lower, problem.u_upper
+    shape = (n, problem.horizon, problem.nu)
+    k1, k2 = jax.random.split(key)
+    unit = np.asarray(jax.random.uniform(k1, shape, dtype=jnp.float64))
+    normal = np.asarray(jax.random.normal(k2, shape, dtype=jnp.float64))
+    boxed = np.isfinite(lower) & np.isfinite(upper)
+    lo, hi = np.where(boxed, lower, 0.0), np.where(boxed, upper, 0.0)
+    return np.clip(np.where(boxed, lo + unit * (hi - lo), normal), lower, upper)
+
+
+def optimum_costs(
+    problem: Problem,
+    params,
+    cache_dir: str | os.PathLike | None = None,
+    extra_inits: Iterable[Any] = (),
+    max_iter: int = 500,
+    tol: float = 1e-9,
+    n_random: int = 2,
+    seed: int = 0,
+    constraint_tol: float = 1e-6,
+) -> np.ndarray:
+    """J* per instance (n,): the lowest cost the TO solver has found from any warm start.
+
+    First time for (problem, params): rlto.solve from zero controls and from `n_random` random
+    control sequences within the bounds (seeded by `seed`), plus every init in `extra_inits`
+    (controls us (n, T, nu) or a pair (xs, us), e.g. a policy rollout). Each solution is scored
+    by the cost of the open-loop rollout of its controls (never the solver's report of a
+    trajectory that might still have defects); a solution whose path constraints are violated
+    by more than `constraint_tol` only counts where no feasible one was found.
+    The best costs and their controls are kept in cache_dir (default: default_cache_dir(); ""
+    for none), keyed by cache_path(problem, params). Later calls return them without solving,
+    except for the `extra_inits` given, which lower an entry where they do better: J* is the
+    lowest cost ever found. A cached entry whose controls no longer give their cost (the
+    problem's functions changed under the same name and config) is discarded with a warning.
+    max_iter, tol: passed to rlto.solve.
+    """
+    n = problem.check_params(params)
+    params = _as_params(problem, params)
+    if cache_dir is None:
+        cache_dir = default_cache_dir()
+    path = cache_path(problem, params, cache_dir) if cache_dir else None
+    entry = _checked_entry(path, n, problem, params) if path else None
+
+    inits: list[Any] = list(extra_inits)
+    if entry is None:
+        keys = jax.random.split(jax.random.key(int(seed)), max(int(n_random), 1))
+        randoms = [_random_controls(problem, keys[i], n) for i in range(int(n_random))]
+        inits = [None, *randoms, *inits]
+        entry = {
+            "cost": np.full(n, np.inf),
+            "us": np.zeros((n, problem.horizon, problem.nu)),
+            "violation": np.full(n, np.inf),
+        }
+    elif not inits:
+        return entry["cost"].copy()
+
+    improved = np.zeros(n, dtype=bool)
+    for init in inits:
+        result = solve(problem, params, init=init, max_iter=max_iter, tol=tol)
+        us = np.clip(np.asarray(result.us, dtype=np.float64), problem.u_lower, problem.u_upper)
+        cost, violation = _controls_cost(problem, us, params)
+        better = _better(cost, violation, entry["cost"], entry["violation"], constraint_tol)
+        improved |= better
+        for name, value in (("cost", cost), ("us", us), ("violation", violation)):
+            entry[name] = np.where(
+                better.reshape((-1,) + (1,) * (value.ndim - 1)), value, entry[name]
+            )
+    if path and improved.any():
+        # Merge with what another process may have written meanwhile, then replace atomically.
+        latest = _checked_entry(path, n, problem, params, warn=False)
+        if latest is not None:
+            keep = _better(
+                latest["cost"],
+                latest["violation"],
+                entry["cost"],
+                entry["violation"],
+                constraint_tol,
+            )
+            for name in ("cost", "us", "violation"):
+                entry[name] = np.where(
+                    keep.reshape((-1,) + (1,) * (entry[name].ndim - 1)), latest[name], entry[name]
+                )
+        _save_entry(path, {k: entry[k] for k in ("cost", "us", "violation")})
+    return entry["cost"].copy()
+
+
+def _checked_entry(
+    path: str, n: int, problem: Problem, params, warn: bool = True
+) -> dict[str, np.ndarray] | None:
+    """The cache entry at path, or None when absent, unreadable or stale (its controls no longer
+    give its costs)."""
+    entry = _load_entry(path, n, problem)
+    if entry is None:
+        return None
+    cost, _ = _controls_cost(problem, entry["us"], params)
+    stored = entry["cost"]
+    finite = np.isfinite(stored)
+    if not np.allclose(cost[finite], stored[finite], rtol=_CACHE_RTOL, atol=1e-12):
+        if not warn:
+            return None
+        warnings.warn(
+            f"{problem.name}: the cached optimum in {path} does not match the problem any more "
+            "(its controls now give other costs); recomputing it. Give a changed problem a new "
+            "name or config.",
+            stacklevel=3,
+        )
+        return None
+    return entry
+
+
+# ---------------------------------------------------------------------------------------------
+# The report.
+
+
+def _json_number(value) -> float | int | None:
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """Metrics of a policy on a test set (benchmarks.md section 2). Arrays are (n,) NumPy."""
+
+    problem: str
+    """Problem name."""
+    policy_cost: np.ndarray
+    """J_pi: cost of the closed-loop rollout (controls clipped to the bounds) per instance."""
+    optimum_cost: np.ndarray
+    """J*: the lowest TO cost found per instance (optimum_costs)."""
+    final_error: np.ndarray | None
+    """||position(x_T) - target|| per instance; None where the problem has no task space."""
+    constraint_violation: np.ndarray
+    """max over t of max(g, 0) along the rollout per instance; zeros without path constraints.
+    (Control bounds are never violated: the rollout clips the policy's output.)"""
+    clipped_share: np.ndarray
+    """Share of the policy's control entries that fell outside the bounds and were clipped."""
+
+    @property
+    def n(self) -> int:
+        return int(self.policy_cost.shape[0])
+
+    @property
+    def mean_policy_cost(self) -> float:
+        """Mean J_pi (inf or NaN when a rollout diverged: nothing is dropped)."""
+        return float(np.mean(self.policy_cost))
+
+    @property
+    def mean_optimum_cost(self) -> float:
+        return float(np.mean(self.optimum_cost))
+
+    @property
+    def gap_percent(self) -> float:
+        """(mean J_pi - mean J*) / |mean J*| * 100."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(
+                (np.float64(self.mean_policy_cost) - self.mean_optimum_cost)
+                / abs(np.float64(self.mean_optimum_cost))
+                * 100.0
+            )
+
+    @property
+    def precision(self) -> float:
+        """Median final task-space error; NaN where the problem has no task space."""
+        if self.final_error is None:
+            return float("nan")
+        return float(np.median(self.final_error))
+
+    @property
+    def max_violation(self) -> float:
+        """Largest path-constraint violation over the test set."""
+        return float(np.max(self.constraint_violation))
+
+    @property
+    def nonfinite(self) -> int:
+        """Instances whose rollout cost is NaN or inf (a diverging policy)."""
+        return int(np.sum(~np.isfinite(self.policy_cost)))
+
+    def summary(self) -> dict[str, float | int | str]:
+        """The summary numbers (floats may be NaN/inf; to_dict makes them JSON-safe)."""
+        return {
+            "problem": self.problem,
+            "n": self.n,
+            "policy_cost_mean": self.mean_policy_cost,
+            "optimum_cost_mean": self.mean_optimum_cost,
+            "gap_percent": self.gap_percent,
+            "precision": self.precision,
+            "max_violation": self.max_violation,
+            "clipped_share": float(np.mean(self.clipped_share)),
+            "nonfinite": self.nonfinite,
+        }
+
+    def to_dict(self, per_instance: bool = True) -> dict[str, Any]:
+        """Strict-JSON-safe dict (NaN/inf become None): the summary, plus the per-instance
+        arrays as lists under "instances" when per_instance."""
+        out: dict[str, Any] = {k: _json_number(v) for k, v in self.summary().items()}
+        if per_instance:
+            arrays = {
+                "policy_cost": self.policy_cost,
+                "optimum_cost": self.optimum_cost,
+                "final_error": self.final_error,
+                "constraint_violation": self.constraint_violation,
+                "clipped_share": self.clipped_share,
+            }
+            out["instances"] = {
+                k: None if v is None else [_json_number(float(a)) for a in v]
+                for k, v in arrays.items()
+            }
+        return out
+
+    def table(self):
+        """A rich Table of the summary (print it with rich.print or a Console)."""
+        from rich.table import Table
+
+        table = Table(title=f"{self.problem}: policy on {self.n} test instances")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        rows = [
+            ("mean policy cost J_pi", f"{self.mean_policy_cost:.6g}"),
+            ("mean optimum cost J*", f"{self.mean_optimum_cost:.6g}"),
+            ("gap (%)", f"{self.gap_percent:.3g}"),
+            (
+                "precision (median final error)",
+                "n/a" if self.final_error is None else f"{self.precision:.3g}",
+            ),
+            ("max constraint violation", f"{self.max_violation:.3g}"),
+            ("clipped controls (share)", f"{np.mean(self.clipped_share):.1%}"),
+        ]
+        if self.nonfinite:
+            rows.append(("diverged rollouts (NaN/inf cost)", str(self.nonfinite)))
+        for name, value in rows:
+            table.add_row(name, value)
+        return table
+
+
+def evaluate(
+    problem: Problem,
+    policy: Policy,
+    params=None,
+    optimum: np.ndarray | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    refine: bool | None = None,
+    **optimum_options,
+) -> Report:
+    """Score `policy` on `params` (default: test_params(problem), M = 100 from TEST_SEED).
+
+    optimum: J* per instance (n,); None computes or reads it with optimum_costs(problem, params,
+        cache_dir, **optimum_options).
+    refine: solve again from the policy's rollout and lower J* with what that finds: always
+        (True), never (False), or None (default) only when the rollout beats the cached J* on
+        some instance (so that J* is never above a cost the policy itself achieved). Ignored
+        when `optimum` is given.
+    """
+    if params is None:
+        params = test_params(problem)
+    _, us, cost, violation, error, clipped = _rollout_all(problem, policy, params)
+    if optimum is None:
+        optimum = optimum_costs(problem, params, cache_dir=cache_dir, **optimum_options)
+        beaten = (cost < optimum - 1e-9 * np.abs(optimum)) & (violation <= 1e-6)
+        if refine or (refine is None and beaten.any()):
+            optimum = optimum_costs(
+                problem, params, cache_dir=cache_dir, extra_inits=[us], **optimum_options
+            )
+    optimum = np.asarray(optimum, dtype=np.float64)
+    if optimum.shape != cost.shape:
+        raise ProblemError(
+            f"optimum has shape {optimum.shape}, expected {cost.shape} (one J* per instance)."
+        )
+    has_task = problem.position is not None and problem.target is not None
+    return Report(
+        problem=problem.name,
+        policy_cost=cost,
+        optimum_cost=optimum,
+        final_error=error if has_task else None,
+        constraint_violation=violation,
+        clipped_share=clipped,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Warm-start study.
+
+
+def warm_start_study(
+    problem: Problem,
+    policy: Policy,
+    params=None,
+    tol: float = 1e-6,
+    max_iter: int = 200,
+) -> dict[str, Any]:
+    """TO iterations (and final cost) from the policy's rollout vs from zero controls (seed 002,
+    Fig. 7), on `params` (default: the test set).
+
+    The policy init is the rollout's controls: the solver rolls them out from x0 again, which
+    gives the rollout's own states, and knows the guess is dynamically feasible (an (xs, us)
+    pair is treated as possibly infeasible).
+    Returns a JSON-ready dict: per instance (lists) iterations_policy / _zero, cost_policy /
+    _zero, converged_policy / _zero, sim_calls_policy / _zero, rollout_cost; and summaries
+    iterations_{policy,zero}_{median,max}, cost_{policy,zero}_mean, share_fewer_iterations,
+    share_lower_cost, n, tol, max_iter.
+    """
+    if params is None:
+        params = test_params(problem)
+    _, us, rollout_cost = policy_rollout(problem, policy, params)
+    from_policy = solve(problem, params, init=us, max_iter=max_iter, tol=tol)
+    from_zero = solve(problem, params, init=None, max_iter=max_iter, tol=tol)
+
+    def floats(a: Sequence[Any]) -> list:
+        return [_json_number(float(v)) for v in a]
+
+    it_p, it_z = np.asarray(from_policy.iterations), np.asarray(from_zero.iterations)
+    scale = np.maximum(np.abs(from_zero.cost), 1.0)
+    return {
+        "n": int(it_p.shape[0]),
+        "tol": float(tol),
+        "max_iter": int(max_iter),
+        "iterations_policy": [int(v) for v in it_p],
+        "iterations_zero": [int(v) for v in it_z],
+        "cost_policy": floats(from_policy.cost),
+        "cost_zero": floats(from_zero.cost),
+        "converged_policy": [bool(v) for v in from_policy.converged],
+        "converged_zero": [bool(v) for v in from_zero.converged],
+        "sim_calls_policy": [int(v) for v in from_policy.sim_calls],
+        "sim_calls_zero": [int(v) for v in from_zero.sim_calls],
+        "rollout_cost": floats(rollout_cost),
+        "iterations_policy_median": float(np.median(it_p)),
+        "iterations_policy_max": int(np.max(it_p)),
+        "iterations_zero_median": float(np.median(it_z)),
+        "iterations_zero_max": int(np.max(it_z)),
+        "cost_policy_mean": _json_number(float(np.mean(from_policy.cost))),
+        "cost_zero_mean": _json_number(float(np.mean(from_zero.cost))),
+        "share_fewer_iterations": float(np.mean(it_p < it_z)),
+        "share_lower_cost": float(np.mean(from_policy.cost < from_zero.cost - 1e-9 * scale)),
+    }

@@ -1,0 +1,161 @@
+"""`train`: run a policy-learning algorithm on a problem, with a run directory.
+
+The run directory holds config.json (resolved configuration), metrics.csv (one row per outer
+iteration: sim calls, wall time, losses, test gap), checkpoints/ (the whole algorithm state, so a
+killed run resumes where its last checkpoint was), policy/ (the latest policy, `load_policy`),
+evaluation.json, learning_curve.png and rollouts.png.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from rlto import plots
+from rlto.algorithms import ALGORITHMS
+from rlto.evaluate import evaluate, optimum_costs, policy_rollout, test_params
+from rlto.nets import Policy, save_policy
+from rlto.nets import load_policy as _load_policy_dir
+from rlto.problem import Problem, ProblemError
+from rlto.runs import RunDir, to_jsonable
+
+METRIC_COLUMNS = (
+    "iteration", "sim_calls", "to_iterations", "wall_seconds", "test_gap", "test_policy_cost",
+    "test_optimum_cost", "test_precision",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What `train` returns."""
+
+    out: str
+    """The run directory."""
+    policy: Policy
+    """The final policy."""
+    iterations: int
+    """Outer iterations done (including those before a resume)."""
+    evaluation: dict
+    """Final test-set evaluation (Report.summary())."""
+
+
+def algorithm_config(algo: str, options: dict):
+    """The algorithm module and its config with `options` applied; clear errors for bad names."""
+    if algo not in ALGORITHMS:
+        raise ProblemError(f"unknown algorithm {algo!r}; known: {', '.join(sorted(ALGORITHMS))}.")
+    module, config_type = ALGORITHMS[algo]
+    fields = {f.name for f in dataclasses.fields(config_type)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ProblemError(
+            f"{algo}: unknown option(s) {unknown}; options are {', '.join(sorted(fields))}."
+        )
+    return module, config_type(**options)
+
+
+def train(
+    problem: Problem,
+    algo: str = "pddp",
+    seed: int = 0,
+    seconds: float | None = None,
+    iterations: int | None = None,
+    out: str | os.PathLike = "runs/train",
+    test_size: int = 100,
+    progress: bool = True,
+    **options,
+) -> TrainResult:
+    """Train a policy on `problem` with algorithm `algo` until `seconds` of training wall time
+    or `iterations` outer iterations (whichever comes first; at least one must be given).
+
+    options: fields of the algorithm's config (e.g. sobolev="full" for PDDP).
+    A run directory that already has a checkpoint is resumed from it (same config required).
+    """
+    if seconds is None and iterations is None:
+        raise ProblemError("train needs a budget: seconds=..., iterations=..., or both.")
+    module, config = algorithm_config(algo, options)
+    run = RunDir(out, columns=METRIC_COLUMNS)
+    resolved = {
+        "problem": problem.name,
+        "problem_config": problem.config,
+        "algo": algo,
+        "algo_config": config,
+        "seed": seed,
+        "test_size": test_size,
+    }
+    if os.path.exists(run.config_path) and run.checkpoint_info() is not None:
+        previous = run.read_config()
+        if previous != json.loads(json.dumps(to_jsonable(resolved))):
+            raise ProblemError(
+                f"{out} holds a run with another configuration; use a new --out directory."
+            )
+    run.write_config(resolved)
+
+    state = module.init(problem, config, jax.random.key(seed))
+    wall = 0.0
+    loaded = run.load_checkpoint((state, np.float64(0.0)))
+    if loaded is not None:
+        (state, wall), _ = loaded
+        wall = float(wall)
+
+    test = test_params(problem, m=test_size)
+    optimum = optimum_costs(problem, test)
+    with _progress(progress, f"{algo} on {problem.name}", iterations) as advance:
+        while (iterations is None or int(state.iteration) < iterations) and (
+            seconds is None or wall < seconds
+        ):
+            start = time.perf_counter()
+            state, info = module.step(problem, config, state)
+            wall += time.perf_counter() - start
+            report = evaluate(problem, state.policy, test, optimum=optimum)
+            row = {
+                "iteration": int(state.iteration),
+                "sim_calls": int(state.sim_calls),
+                "to_iterations": int(state.to_iterations),
+                "wall_seconds": wall,
+                "test_gap": report.gap_percent,
+                "test_policy_cost": report.mean_policy_cost,
+                "test_optimum_cost": report.mean_optimum_cost,
+                "test_precision": report.precision,
+                **info,
+            }
+            run.log(row)
+            run.save_checkpoint((state, np.float64(wall)), int(state.iteration))
+            advance(f"it {row['iteration']}  sim calls {row['sim_calls']:.3g}  "
+                    f"gap {row['test_gap']:.3g}%")
+
+    save_policy(os.path.join(run.path, "policy"), state.policy)
+    report = evaluate(problem, state.policy, test, optimum=optimum)
+    summary = report.summary()
+    with open(os.path.join(run.path, "evaluation.json"), "w") as f:
+        json.dump(to_jsonable(summary), f, indent=2)
+    run.plot_learning_curve(x_key="sim_calls", y_keys=("test_gap",))
+    xs, us, _ = policy_rollout(problem, state.policy, test)
+    plots.plot_trajectories(problem, (xs, us), os.path.join(run.path, "rollouts.png"),
+                            params=test)
+    return TrainResult(os.fspath(run.path), state.policy, int(state.iteration), summary)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, title: str, total: int | None):
+    """A rich progress bar (iterations known) or spinner; yields advance(description)."""
+    if not enabled:
+        yield lambda description: None
+        return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn(f"{title}: {{task.description}}"), BarColumn(),
+                  TimeElapsedColumn()) as bar:
+        task = bar.add_task("starting (compiling the solver)", total=total)
+        yield lambda description: bar.update(task, advance=1, description=description)
+
+
+def load_policy(run_dir: str | os.PathLike) -> Policy:
+    """The policy of a training run directory (or of a directory written by save_policy)."""
+    inner = os.path.join(run_dir, "policy")
+    return _load_policy_dir(inner if os.path.isdir(inner) else run_dir)

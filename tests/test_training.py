@@ -1,0 +1,89 @@
+"""rlto.train with PDDP: tiny-budget runs end to end, run-directory artifacts, exact resume."""
+
+import csv
+import json
+import os
+
+import equinox as eqx
+import jax
+import numpy as np
+import pytest
+
+import rlto
+from rlto import ProblemError
+from rlto.algorithms import pddp
+
+TINY = dict(n_problems=8, epochs=2, batch_size=64, hidden=(16, 16), to_max_iter=30)
+
+
+@pytest.fixture(scope="module")
+def lqr():
+    return rlto.make("lqr", horizon=20)
+
+
+def _leaves(policy):
+    return [np.asarray(a) for a in jax.tree.leaves(eqx.filter(policy, eqx.is_array))]
+
+
+@pytest.mark.parametrize("sobolev", ["none", "full", "stochastic"])
+def test_tiny_pddp_run_writes_its_artifacts(lqr, tmp_path, sobolev):
+    out = tmp_path / sobolev
+    run = rlto.train(lqr, algo="pddp", seed=0, iterations=2, out=out, test_size=8,
+                     progress=False, sobolev=sobolev, **TINY)
+    assert run.iterations == 2
+    for name in ("config.json", "metrics.csv", "evaluation.json", "learning_curve.png",
+                 "rollouts.png", "policy/policy.json", "checkpoints/ckpt.eqx"):
+        assert (out / name).stat().st_size > 0, name
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(r["iteration"]) for r in rows] == [1, 2]
+    calls = [int(r["sim_calls"]) for r in rows]
+    assert 0 < calls[0] < calls[1]
+    config = json.load(open(out / "config.json"))
+    assert config["algo_config"]["sobolev"] == sobolev
+    loaded = rlto.load_policy(out)
+    x = np.asarray(lqr.sample(jax.random.key(1), 1)["x0"][0])
+    np.testing.assert_array_equal(loaded(x, {}), run.policy(x, {}))
+
+
+def test_pddp_lowers_the_gap_on_lqr(lqr, tmp_path):
+    run = rlto.train(lqr, algo="pddp", seed=0, iterations=6, out=tmp_path, test_size=8,
+                     progress=False, **{**TINY, "epochs": 20})
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    gaps = [float(r["test_gap"]) for r in rows]
+    assert gaps[-1] < 0.5 * gaps[0], gaps
+    assert run.evaluation["gap_percent"] == pytest.approx(gaps[-1])
+
+
+def test_resume_after_kill_gives_identical_numbers(lqr, tmp_path):
+    straight = rlto.train(lqr, algo="pddp", seed=3, iterations=3, out=tmp_path / "a",
+                          test_size=8, progress=False, **TINY)
+    rlto.train(lqr, algo="pddp", seed=3, iterations=2, out=tmp_path / "b", test_size=8,
+               progress=False, **TINY)
+    resumed = rlto.train(lqr, algo="pddp", seed=3, iterations=3, out=tmp_path / "b",
+                         test_size=8, progress=False, **TINY)
+    for a, b in zip(_leaves(straight.policy), _leaves(resumed.policy), strict=True):
+        np.testing.assert_array_equal(a, b)
+    rows_a = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
+    rows_b = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
+    assert [r["sim_calls"] for r in rows_a] == [r["sim_calls"] for r in rows_b]
+    assert [r["test_gap"] for r in rows_a] == [r["test_gap"] for r in rows_b]
+
+
+def test_bad_training_options_are_reported(lqr, tmp_path):
+    with pytest.raises(ProblemError, match="unknown algorithm 'ppdp'"):
+        rlto.train(lqr, algo="ppdp", iterations=1, out=tmp_path)
+    with pytest.raises(ProblemError, match="unknown option"):
+        rlto.train(lqr, algo="pddp", iterations=1, out=tmp_path, sobolew="full")
+    with pytest.raises(ProblemError, match="sobolev must be one of"):
+        pddp.PddpConfig(sobolev="partial")
+    with pytest.raises(ProblemError, match="needs a budget"):
+        rlto.train(lqr, algo="pddp", out=tmp_path)
+
+
+def test_resume_refuses_a_different_configuration(lqr, tmp_path):
+    rlto.train(lqr, algo="pddp", seed=0, iterations=1, out=tmp_path, test_size=8,
+               progress=False, **TINY)
+    assert os.path.exists(tmp_path / "checkpoints" / "ckpt.eqx")
+    with pytest.raises(ProblemError, match="another configuration"):
+        rlto.train(lqr, algo="pddp", seed=1, iterations=2, out=tmp_path, test_size=8,
+                   progress=False, **TINY)
