@@ -198,22 +198,9 @@ def to_jsonable(value: Any) -> Any:
 
 
 def make_problem(name: str, overrides: dict):
-    """rlto.make(name, **overrides); a field its config lacks is a ProblemError listing them."""
+    """rlto.make(name, **overrides); the factories reject unknown fields, listing the valid ones."""
     import rlto
-    from rlto.problem import ProblemError
 
-    problem = rlto.make(name)
-    if not overrides:
-        return problem
-    config = problem.config
-    is_dataclass = dataclasses.is_dataclass(config)
-    fields = [f.name for f in dataclasses.fields(config)] if is_dataclass else []
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise ProblemError(
-            f"{name} has no config field {', '.join(map(repr, unknown))} (from --set); "
-            f"its fields are: {', '.join(fields) or 'none'}."
-        )
     return rlto.make(name, **overrides)
 
 
