@@ -5,8 +5,9 @@ with at least `policy`, `iteration`, `sim_calls`, `to_iterations`) and
 `step(problem, config, state) -> (state, info dict)`: one outer iteration of its paper's loop.
 """
 
-from rlto.algorithms import pddp
+from rlto.algorithms import pddp, plal
 
 ALGORITHMS = {
     "pddp": (pddp, pddp.PddpConfig),
+    "plal": (plal, plal.PlalConfig),
 }

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,11 +22,16 @@ import optax
 
 import rlto
 from rlto import losses
+from rlto.algorithms.common import (
+    SOBOLEV_MODES,
+    fit_policy,
+    gain_matching_loss,
+    init_optimizer,
+    to_problem,
+)
 from rlto.evaluate import policy_rollout
-from rlto.nets import Policy, broadcast_params, make_policy, set_normalization, trainable
+from rlto.nets import Policy, broadcast_params, make_policy, set_normalization
 from rlto.problem import Problem, ProblemError
-
-SOBOLEV_MODES = ("none", "full", "stochastic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +54,8 @@ class PddpConfig:
     """Weight of the Sobolev term relative to the regression term."""
     warm_start: str = "policy"
     """TO warm start: "policy" (the policy's rollout, Alg. 1 line 2) or "zero" controls."""
+    constrained: bool = True
+    """Control bounds in the TO step; False is the paper's `-C` ablation (bounds only in tanh)."""
     to_max_iter: int = 100
     """DDP iterations per solve."""
     to_tol: float = 1e-6
@@ -76,15 +82,11 @@ class PddpState(NamedTuple):
     to_iterations: jax.Array  # () int: DDP iterations summed over instances
 
 
-def _optimizer(config: PddpConfig) -> optax.GradientTransformation:
-    return optax.adam(config.learning_rate)
-
-
 def init(problem: Problem, config: PddpConfig, key: jax.Array) -> PddpState:
     """A fresh policy and optimizer."""
     policy_key, key = jax.random.split(key)
     policy = make_policy(problem, policy_key, hidden=config.hidden)
-    opt_state = _optimizer(config).init(eqx.filter(policy, trainable(policy)))
+    opt_state = init_optimizer(policy, config)
     zero = jnp.asarray(0, dtype=jnp.int64)
     return PddpState(policy, opt_state, key, zero, zero, zero)
 
@@ -92,54 +94,8 @@ def init(problem: Problem, config: PddpConfig, key: jax.Array) -> PddpState:
 def supervised_loss(policy: Policy, batch: dict, key: jax.Array, config: PddpConfig):
     """Eq. 7 (+ weight x eq. 8 or its stochastic form) on one mini-batch: scalar, parts."""
     regression = losses.regression_loss(policy, batch["x"], batch["u"], batch["params"])
-    if config.sobolev == "full":
-        gains = losses.sobolev_loss(policy, batch["x"], batch["K"], batch["params"])
-    elif config.sobolev == "stochastic":
-        gains = losses.stochastic_sobolev_loss(
-            policy, batch["x"], batch["K"], batch["params"], key
-        )
-    else:
-        gains = jnp.zeros(())
+    gains = gain_matching_loss(policy, batch, key, config)
     return regression + config.sobolev_weight * gains, (regression, gains)
-
-
-@eqx.filter_jit
-def _fit(policy: Policy, opt_state, data: dict, key: jax.Array, config: PddpConfig):
-    """`config.epochs` of shuffled Adam mini-batches over data (dict of (m, ...) arrays).
-
-    Returns the policy, optimizer state and the last epoch's mean (regression, gains) losses.
-    """
-    optimizer = _optimizer(config)
-    spec = trainable(policy)
-    weights, frozen = eqx.partition(policy, spec)
-    m = data["x"].shape[0]
-    batches = max(1, m // config.batch_size)
-    size = min(config.batch_size, m)
-
-    def minibatch(carry, inputs):
-        weights, opt_state = carry
-        index, step_key = inputs
-        batch = jax.tree.map(lambda a: a[index], data)
-
-        def loss(w):
-            return supervised_loss(eqx.combine(w, frozen), batch, step_key, config)
-
-        (_, parts), grads = jax.value_and_grad(loss, has_aux=True)(weights)
-        updates, opt_state = optimizer.update(grads, opt_state, weights)
-        return (optax.apply_updates(weights, updates), opt_state), jnp.stack(parts)
-
-    def epoch(carry, epoch_key):
-        order_key, step_key = jax.random.split(epoch_key)
-        order = jax.random.permutation(order_key, m)[: batches * size].reshape(batches, size)
-        carry, parts = jax.lax.scan(
-            minibatch, carry, (order, jax.random.split(step_key, batches))
-        )
-        return carry, parts.mean(axis=0)
-
-    (weights, opt_state), parts = jax.lax.scan(
-        epoch, (weights, opt_state), jax.random.split(key, config.epochs)
-    )
-    return eqx.combine(weights, frozen), opt_state, parts[-1]
 
 
 def _dataset(problem: Problem, result, params, policy: Policy) -> dict:
@@ -167,7 +123,8 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
         _, init_us, _ = policy_rollout(problem, state.policy, params)
         rollout_calls = config.n_problems * problem.horizon
     result = rlto.solve(
-        problem, params, init=init_us, max_iter=config.to_max_iter, tol=config.to_tol
+        to_problem(problem, config.constrained), params, init=init_us,
+        max_iter=config.to_max_iter, tol=config.to_tol,
     )
     policy = state.policy
     if int(state.iteration) == 0:
@@ -177,7 +134,9 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
                                    {k: np.asarray(v)[np.isfinite(result.cost)]
                                     for k, v in params.items()})
     data = _dataset(problem, result, params, policy)
-    policy, opt_state, (regression, gains) = _fit(policy, state.opt_state, data, fit_key, config)
+    policy, opt_state, (regression, gains) = fit_policy(
+        policy, state.opt_state, data, fit_key, supervised_loss, config
+    )
     calls = int(result.sim_calls.sum()) + rollout_calls
     new_state = PddpState(
         policy=policy,

@@ -1,0 +1,88 @@
+"""Pieces shared by the algorithms: the supervised step (Adam mini-batches over TO samples),
+the Sobolev gain-matching term, and the `-C` ablation's problem without control bounds."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from rlto import losses
+from rlto.nets import Policy, trainable
+from rlto.problem import Problem
+
+SOBOLEV_MODES = ("none", "full", "stochastic")
+
+
+@eqx.filter_jit
+def fit_policy(policy: Policy, opt_state, data: dict, key: jax.Array, loss_fn: Callable, config):
+    """`config.epochs` of shuffled Adam mini-batches of `config.batch_size` over data.
+
+    data: dict of arrays with leading dimension m (nested dicts allowed).
+    loss_fn(policy, batch, key, config) -> (scalar, tuple of scalar parts); a module-level
+    function, so that it is static and hashable (no recompilation between iterations).
+    Returns the policy, optimizer state and the last epoch's mean parts (array).
+    """
+    optimizer = optax.adam(config.learning_rate)
+    weights, frozen = eqx.partition(policy, trainable(policy))
+    m = jax.tree.leaves(data)[0].shape[0]
+    size = min(config.batch_size, m)
+    batches = max(1, m // size)
+
+    def minibatch(carry, inputs):
+        weights, opt_state = carry
+        index, step_key = inputs
+        batch = jax.tree.map(lambda a: a[index], data)
+
+        def loss(w):
+            return loss_fn(eqx.combine(w, frozen), batch, step_key, config)
+
+        (_, parts), grads = jax.value_and_grad(loss, has_aux=True)(weights)
+        updates, opt_state = optimizer.update(grads, opt_state, weights)
+        return (optax.apply_updates(weights, updates), opt_state), jnp.stack(parts)
+
+    def epoch(carry, epoch_key):
+        order_key, step_key = jax.random.split(epoch_key)
+        order = jax.random.permutation(order_key, m)[: batches * size].reshape(batches, size)
+        carry, parts = jax.lax.scan(minibatch, carry, (order, jax.random.split(step_key, batches)))
+        return carry, parts.mean(axis=0)
+
+    (weights, opt_state), parts = jax.lax.scan(
+        epoch, (weights, opt_state), jax.random.split(key, config.epochs)
+    )
+    return eqx.combine(weights, frozen), opt_state, parts[-1]
+
+
+def init_optimizer(policy: Policy, config):
+    """Adam state for the policy's weights (normalisation excluded)."""
+    return optax.adam(config.learning_rate).init(eqx.filter(policy, trainable(policy)))
+
+
+def gain_matching_loss(policy: Policy, batch: dict, key: jax.Array, config) -> jax.Array:
+    """The Sobolev term selected by config.sobolev on one mini-batch (zero for "none"):
+    "full" matches d pi/dx to the TO gains K (eq. 8), "stochastic" matches them along one
+    random control direction per sample (one VJP)."""
+    if config.sobolev == "full":
+        return losses.sobolev_loss(policy, batch["x"], batch["K"], batch["params"])
+    if config.sobolev == "stochastic":
+        return losses.stochastic_sobolev_loss(
+            policy, batch["x"], batch["K"], batch["params"], key
+        )
+    return jnp.zeros(())
+
+
+@functools.lru_cache(maxsize=32)
+def without_bounds(problem: Problem) -> Problem:
+    """The `-C` ablation's problem: the same OCP with the control bounds dropped from TO (the
+    bounds then live only in the policy's tanh). Cached: one object, one compiled solver."""
+    return dataclasses.replace(problem, u_lower=-jnp.inf, u_upper=jnp.inf)
+
+
+def to_problem(problem: Problem, constrained: bool) -> Problem:
+    """The problem the TO step solves: with its bounds, or without them (`-C`)."""
+    return problem if constrained else without_bounds(problem)

@@ -1,0 +1,264 @@
+"""PLAL: policy learning by augmented-Lagrangian consensus (seed 002, Sec. IV, Alg. 2).
+
+On a fixed sampled set beta_1..N, enforce u_t = pi_theta(x_t) with multipliers lambda and
+penalty mu (eq. 13), by ADMM:
+
+    for k = 1..M:
+        U     <- argmin_U  R(U) + sum lambda'(u - pi(x)) + mu/2 ||u - pi(x)||^2      OC step
+        theta <- argmin_theta  sum mu/2 ||u + lambda/mu - pi(x)||^2 [+ Sobolev term]  learning
+        lambda <- lambda + mu (u - pi(x))                                            dual update
+
+Single shooting: the OC step's penalty depends on x through pi, so DDP differentiates the network
+(the policy is passed to the solver as ExtraCost.shared: new weights, no recompilation).
+Multiple shooting (eqs. 14-16): the policy sees its own states 2x, tied to the OC states 1x by
+multipliers gamma; the OC penalty then involves pi only through constants pi(2x), and 2x is
+updated in the learning block (one Gauss-Newton step per sample), gamma by eq. 16.
+Penalty: "fixed" mu, or "bcl", the bound-constrained Lagrangian rule (Conn, Gould and Toint)
+that the paper names as future work: per instance, update the multipliers when the consensus
+violation is below a threshold eta (then tighten eta), else raise mu and keep the multipliers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import rlto
+from rlto import ExtraCost
+from rlto.algorithms.common import (
+    SOBOLEV_MODES,
+    fit_policy,
+    gain_matching_loss,
+    init_optimizer,
+    to_problem,
+)
+from rlto.evaluate import policy_rollout
+from rlto.nets import Policy, apply_policy, broadcast_params, make_policy, set_normalization
+from rlto.problem import Problem, ProblemError
+
+
+@dataclasses.dataclass(frozen=True)
+class PlalConfig:
+    """Hyperparameters of PLAL."""
+
+    n_problems: int = 64
+    """N: size of the sampled set beta, fixed for the whole run (as in the paper)."""
+    epochs: int = 10
+    """Passes over the TO data in each learning step."""
+    batch_size: int = 256
+    """Mini-batch size of Adam."""
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the policy MLP (seed 002: two layers of 256)."""
+    sobolev: str = "stochastic"
+    """Gain matching: "none", "full" (eq. 8) or "stochastic" (one random direction per sample)."""
+    sobolev_weight: float = 1e-2
+    """Weight of the Sobolev term relative to the consensus term (divided by mu)."""
+    shooting: str = "single"
+    """"single" (pi(x) on the OC states) or "multiple" (eqs. 14-16: decoupled policy states)."""
+    constrained: bool = True
+    """Control bounds in the OC step; False is the paper's `-C` ablation."""
+    penalty: str = "fixed"
+    """"fixed" mu, or "bcl": raise mu where the consensus stalls (bound-constrained Lagrangian)."""
+    mu: float = 1.0
+    """Initial penalty mu (per instance)."""
+    mu_factor: float = 10.0
+    """"bcl": factor by which mu grows when the consensus violation is above eta."""
+    mu_max: float = 1e4
+    """"bcl": upper limit of mu."""
+    to_max_iter: int = 100
+    """DDP iterations per OC step."""
+    to_tol: float = 1e-6
+    """DDP convergence threshold."""
+
+    def __post_init__(self):
+        choices = {"sobolev": SOBOLEV_MODES, "shooting": ("single", "multiple"),
+                   "penalty": ("fixed", "bcl")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ProblemError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
+        for name in ("n_problems", "epochs", "batch_size", "to_max_iter"):
+            if int(getattr(self, name)) < 1:
+                raise ProblemError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if not self.mu > 0:
+            raise ProblemError(f"mu must be positive, got {self.mu}.")
+
+
+class PlalState(NamedTuple):
+    """Everything a resumed run needs (a pytree; saved whole in checkpoints)."""
+
+    policy: Policy
+    opt_state: optax.OptState
+    key: jax.Array
+    iteration: jax.Array  # () int
+    sim_calls: jax.Array  # () int
+    to_iterations: jax.Array  # () int
+    params: dict  # the fixed sampled set beta, (N, ...) each
+    xs: jax.Array  # (N, T+1, nx) OC states 1x (warm start of the next OC step)
+    us: jax.Array  # (N, T, nu) OC controls
+    policy_xs: jax.Array  # (N, T, nx) the policy's states 2x (multiple shooting; = xs if single)
+    lam: jax.Array  # (N, T, nu) consensus multipliers
+    gamma: jax.Array  # (N, T, nx) state-consensus multipliers (multiple shooting)
+    mu: jax.Array  # (N,) penalties
+    eta: jax.Array  # (N,) "bcl" violation thresholds
+
+
+# ---------------------------------------------------------------------------------------------
+# The OC step's extra costs (module-level functions: static, so no recompilation).
+
+
+def single_shooting_penalty(x, u, t, params, policy):
+    """lambda_t'(u - pi(x)) + mu/2 ||u - pi(x)||^2 (eq. 13's term), pi differentiated in x."""
+    diff = u - policy(x, params)
+    return params["lam"][t] @ diff + 0.5 * params["mu"] * diff @ diff
+
+
+def multiple_shooting_penalty(x, u, t, params, shared):
+    """Eq. 15's terms with the policy's states 2x and outputs pi(2x) held fixed."""
+    mu = params["mu"]
+    du = u + params["lam"][t] / mu - params["policy_u"][t]
+    dx = x + params["gamma"][t] / mu - params["policy_x"][t]
+    return 0.5 * mu * (du @ du + dx @ dx)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def init(problem: Problem, config: PlalConfig, key: jax.Array) -> PlalState:
+    """A fresh policy, the fixed sampled set, and its rollout as the first OC warm start."""
+    policy_key, sample_key, key = jax.random.split(key, 3)
+    policy = make_policy(problem, policy_key, hidden=config.hidden)
+    params = {k: jnp.asarray(v) for k, v in problem.sample(sample_key, config.n_problems).items()}
+    xs, us, _ = policy_rollout(problem, policy, params)
+    n, T = config.n_problems, problem.horizon
+    zero = jnp.asarray(0, dtype=jnp.int64)
+    mu = jnp.full(n, config.mu)
+    return PlalState(
+        policy=policy,
+        opt_state=init_optimizer(policy, config),
+        key=key,
+        iteration=zero,
+        sim_calls=jnp.asarray(n * T, dtype=jnp.int64),  # the warm-start rollout
+        to_iterations=zero,
+        params=params,
+        xs=jnp.asarray(xs),
+        us=jnp.asarray(us),
+        policy_xs=jnp.asarray(xs[:, :T]),
+        lam=jnp.zeros((n, T, problem.nu)),
+        gamma=jnp.zeros((n, T, problem.nx)),
+        mu=mu,
+        eta=mu**-0.1,
+    )
+
+
+def learning_loss(policy: Policy, batch: dict, key: jax.Array, config: PlalConfig):
+    """Alg. 2 line 3 on one mini-batch, divided by the mean mu so that Adam's step does not
+    scale with the penalty: mean w/2 ||u + lambda/mu - pi(x)||^2 [+ Sobolev]; scalar, parts."""
+    pred = apply_policy(policy, batch["x"], batch["params"])
+    consensus = 0.5 * jnp.mean(batch["w"] * jnp.sum((batch["target"] - pred) ** 2, axis=-1))
+    gains = gain_matching_loss(policy, batch, key, config)
+    return consensus + config.sobolev_weight * gains, (consensus, gains)
+
+
+def _policy_state_update(policy: Policy, targets, anchors, params):
+    """Multiple shooting's 2x block: one Gauss-Newton step per sample on
+    ||target - pi(z)||^2 + ||anchor - z||^2 from z = anchor: (m, nx)."""
+
+    def one(a, b, p):
+        pi_b, J = policy(b, p), jax.jacfwd(policy)(b, p)
+        H = J.T @ J + jnp.eye(b.shape[0])
+        return b + jnp.linalg.solve(H, J.T @ (a - pi_b))
+
+    return jax.vmap(one)(targets, anchors, params)
+
+
+def step(problem: Problem, config: PlalConfig, state: PlalState) -> tuple[PlalState, dict]:
+    """One outer iteration of Alg. 2; returns the new state and this iteration's numbers."""
+    key, fit_key = jax.random.split(state.key)
+    beta, n, T = state.params, config.n_problems, problem.horizon
+    mu_t = state.mu
+
+    # OC step (line 2).
+    oc_params = {**beta, "lam": state.lam, "mu": mu_t}
+    if config.shooting == "single":
+        extra = ExtraCost(running=single_shooting_penalty, shared=state.policy)
+    else:
+        oc_params.update(gamma=state.gamma, policy_x=state.policy_xs,
+                         policy_u=apply_policy(state.policy, state.policy_xs, beta))
+        extra = ExtraCost(running=multiple_shooting_penalty)
+    result = rlto.solve(
+        to_problem(problem, config.constrained), oc_params, init=(state.xs, state.us),
+        max_iter=config.to_max_iter, tol=config.to_tol, extra_cost=extra,
+    )
+    usable = jnp.asarray(np.isfinite(result.cost))
+    xs = jnp.where(usable[:, None, None], result.xs, state.xs)
+    us = jnp.where(usable[:, None, None], result.us, state.us)
+
+    policy = state.policy
+    if int(state.iteration) == 0:
+        # Normalise the inputs over the OC states once, before any weight update.
+        policy = set_normalization(policy, xs, beta)
+
+    # Learning step (line 3) at the policy's states.
+    policy_xs = xs[:, :T] if config.shooting == "single" else state.policy_xs
+    lam_over_mu = state.lam / mu_t[:, None, None]
+    beta_t = broadcast_params(policy, beta, (n, T))
+    weights = (mu_t / mu_t.mean())[:, None] * usable[:, None]
+    data = {
+        "x": policy_xs.reshape(n * T, -1),
+        "target": (us + lam_over_mu).reshape(n * T, -1),
+        "w": jnp.broadcast_to(weights, (n, T)).reshape(-1),
+        "K": jnp.asarray(result.K).reshape(n * T, problem.nu, problem.nx),
+        "params": {k: v.reshape((n * T,) + v.shape[2:]) for k, v in beta_t.items()},
+    }
+    policy, opt_state, (consensus, gains) = fit_policy(
+        policy, state.opt_state, data, fit_key, learning_loss, config
+    )
+    if config.shooting == "multiple":
+        targets = (us + lam_over_mu).reshape(n * T, -1)
+        anchors = (xs[:, :T] + state.gamma / mu_t[:, None, None]).reshape(n * T, -1)
+        policy_xs = _policy_state_update(policy, targets, anchors, data["params"]).reshape(
+            n, T, -1
+        )
+
+    # Dual update (line 4), and the penalty rule.
+    u_gap = us - apply_policy(policy, policy_xs, beta)
+    x_gap = xs[:, :T] - policy_xs
+    lam = state.lam + mu_t[:, None, None] * u_gap
+    gamma = state.gamma + mu_t[:, None, None] * x_gap
+    violation = jnp.maximum(jnp.abs(u_gap).max(axis=(1, 2)), jnp.abs(x_gap).max(axis=(1, 2)))
+    mu, eta = mu_t, state.eta
+    if config.penalty == "bcl":
+        accept = violation <= state.eta
+        mu = jnp.where(accept, mu_t, jnp.minimum(mu_t * config.mu_factor, config.mu_max))
+        # Conn-Gould-Toint tighten eta by mu^-0.9 on success; with mu <= mu_factor (e.g. the
+        # default mu = 1) that would never tighten, so the factor is at least mu_factor^-0.9.
+        tighten = jnp.maximum(mu_t, config.mu_factor) ** -0.9
+        eta = jnp.where(accept, state.eta * tighten, mu**-0.1)
+        lam = jnp.where(accept[:, None, None], lam, state.lam)
+        gamma = jnp.where(accept[:, None, None], gamma, state.gamma)
+    lam = jnp.where(usable[:, None, None], lam, state.lam)
+    gamma = jnp.where(usable[:, None, None], gamma, state.gamma)
+
+    new_state = state._replace(
+        policy=policy, opt_state=opt_state, key=key, iteration=state.iteration + 1,
+        sim_calls=state.sim_calls + int(result.sim_calls.sum()),
+        to_iterations=state.to_iterations + int(result.iterations.sum()),
+        xs=xs, us=us, policy_xs=policy_xs, lam=lam, gamma=gamma, mu=mu, eta=eta,
+    )
+    info = {
+        "consensus_loss": float(consensus),
+        "sobolev_loss": float(gains),
+        "consensus_violation": float(jnp.median(violation)),
+        "mu_mean": float(mu.mean()),
+        "to_converged": float(result.converged.mean()),
+        "to_cost": float(np.nanmean(result.cost)),
+        "to_iterations_mean": float(result.iterations.mean()),
+    }
+    return new_state, info
