@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/rlto solve pendulum --n 256 --seed 0 --out runs/demo
+	$(VENV)/bin/rlto train lqr --algo plal --iterations 10 --seed 0 --out runs/demo
+	$(VENV)/bin/rlto solve pendulum --n 256 --seed 0 --out runs/demo-solve
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rlto tests benchmarks
