@@ -80,7 +80,6 @@ def test_pendulum_same_cost_as_crocoddyl_default_rules():
     )
 
 
-@pytest.mark.skipif(not hasattr(SolverOptions, "crocoddyl"), reason="no SolverOptions.crocoddyl")
 def test_pendulum_step_for_step_with_crocoddyl_rules():
     problem = rlto.make("pendulum")
     params = problem.sample(jax.random.key(0), 6)
@@ -91,7 +90,6 @@ def test_pendulum_step_for_step_with_crocoddyl_rules():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not hasattr(SolverOptions, "crocoddyl"), reason="no SolverOptions.crocoddyl")
 def test_pendulum_64_instances_same_optimum_with_crocoddyl_rules():
     """64 random swing-ups (NumPy models, the same path as the JAX-backed ones)."""
     problem = rlto.make("pendulum")

@@ -14,9 +14,45 @@ import optax
 
 from rlto import losses
 from rlto.nets import Policy, trainable
-from rlto.problem import Problem
+from rlto.problem import Problem, ProblemError
 
 SOBOLEV_MODES = ("none", "full", "stochastic")
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningConfig:
+    """Hyperparameters every TO-supervised algorithm shares (its own config extends this)."""
+
+    n_problems: int = 64
+    """N: problems sampled and solved per iteration (PLAL: the fixed sampled set)."""
+    epochs: int = 10
+    """Passes over each iteration's TO data in the supervised step."""
+    batch_size: int = 256
+    """Mini-batch size (state-control pairs) of Adam."""
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the policy MLP (seed 002: two layers of 256)."""
+    sobolev: str = "stochastic"
+    """Gain matching: "none", "full" (eq. 8) or "stochastic" (one random direction per sample)."""
+    sobolev_weight: float = 1e-2
+    """Weight of the Sobolev term relative to the control-matching term."""
+    constrained: bool = True
+    """Control bounds in the TO step; False is the paper's `-C` ablation (bounds only in tanh)."""
+    to_max_iter: int = 100
+    """DDP iterations per solve."""
+    to_tol: float = 1e-6
+    """DDP convergence threshold (expected decrease)."""
+
+    def __post_init__(self):
+        self._check_choice("sobolev", SOBOLEV_MODES)
+        for name in ("n_problems", "epochs", "batch_size", "to_max_iter"):
+            if int(getattr(self, name)) < 1:
+                raise ProblemError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+
+    def _check_choice(self, name: str, allowed: tuple[str, ...]) -> None:
+        if getattr(self, name) not in allowed:
+            raise ProblemError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
 
 
 @eqx.filter_jit

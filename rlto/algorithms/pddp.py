@@ -23,7 +23,7 @@ import optax
 import rlto
 from rlto import losses
 from rlto.algorithms.common import (
-    SOBOLEV_MODES,
+    LearningConfig,
     fit_policy,
     gain_matching_loss,
     init_optimizer,
@@ -31,44 +31,19 @@ from rlto.algorithms.common import (
 )
 from rlto.evaluate import policy_rollout
 from rlto.nets import Policy, broadcast_params, make_policy, set_normalization
-from rlto.problem import Problem, ProblemError
+from rlto.problem import Problem
 
 
 @dataclasses.dataclass(frozen=True)
-class PddpConfig:
-    """Hyperparameters of PDDP."""
+class PddpConfig(LearningConfig):
+    """Hyperparameters of PDDP (the shared ones: see LearningConfig)."""
 
-    n_problems: int = 64
-    """N: problems sampled (and solved) per iteration."""
-    epochs: int = 10
-    """Passes over each iteration's TO data in the supervised step."""
-    batch_size: int = 256
-    """Mini-batch size (state-control pairs) of Adam."""
-    learning_rate: float = 1e-3
-    """Adam step size."""
-    hidden: tuple[int, ...] = (256, 256)
-    """Hidden layer widths of the policy MLP (seed 002: two layers of 256)."""
-    sobolev: str = "stochastic"
-    """Gain matching: "none" (eq. 7 alone), "full" (eq. 8), "stochastic" (one random direction)."""
-    sobolev_weight: float = 1e-2
-    """Weight of the Sobolev term relative to the regression term."""
     warm_start: str = "policy"
     """TO warm start: "policy" (the policy's rollout, Alg. 1 line 2) or "zero" controls."""
-    constrained: bool = True
-    """Control bounds in the TO step; False is the paper's `-C` ablation (bounds only in tanh)."""
-    to_max_iter: int = 100
-    """DDP iterations per solve."""
-    to_tol: float = 1e-6
-    """DDP convergence threshold (expected decrease)."""
 
     def __post_init__(self):
-        if self.sobolev not in SOBOLEV_MODES:
-            raise ProblemError(f"sobolev must be one of {SOBOLEV_MODES}, got {self.sobolev!r}.")
-        if self.warm_start not in ("policy", "zero"):
-            raise ProblemError(f"warm_start must be 'policy' or 'zero', got {self.warm_start!r}.")
-        for name in ("n_problems", "epochs", "batch_size", "to_max_iter"):
-            if int(getattr(self, name)) < 1:
-                raise ProblemError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        super().__post_init__()
+        self._check_choice("warm_start", ("policy", "zero"))
 
 
 class PddpState(NamedTuple):

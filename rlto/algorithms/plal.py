@@ -31,7 +31,7 @@ import optax
 import rlto
 from rlto import ExtraCost
 from rlto.algorithms.common import (
-    SOBOLEV_MODES,
+    LearningConfig,
     fit_policy,
     gain_matching_loss,
     init_optimizer,
@@ -43,27 +43,12 @@ from rlto.problem import Problem, ProblemError
 
 
 @dataclasses.dataclass(frozen=True)
-class PlalConfig:
-    """Hyperparameters of PLAL."""
+class PlalConfig(LearningConfig):
+    """Hyperparameters of PLAL (the shared ones: see LearningConfig; n_problems is the size of
+    the sampled set beta, fixed for the whole run as in the paper)."""
 
-    n_problems: int = 64
-    """N: size of the sampled set beta, fixed for the whole run (as in the paper)."""
-    epochs: int = 10
-    """Passes over the TO data in each learning step."""
-    batch_size: int = 256
-    """Mini-batch size of Adam."""
-    learning_rate: float = 1e-3
-    """Adam step size."""
-    hidden: tuple[int, ...] = (256, 256)
-    """Hidden layer widths of the policy MLP (seed 002: two layers of 256)."""
-    sobolev: str = "stochastic"
-    """Gain matching: "none", "full" (eq. 8) or "stochastic" (one random direction per sample)."""
-    sobolev_weight: float = 1e-2
-    """Weight of the Sobolev term relative to the consensus term (divided by mu)."""
     shooting: str = "single"
     """"single" (pi(x) on the OC states) or "multiple" (eqs. 14-16: decoupled policy states)."""
-    constrained: bool = True
-    """Control bounds in the OC step; False is the paper's `-C` ablation."""
     penalty: str = "fixed"
     """"fixed" mu, or "bcl": raise mu where the consensus stalls (bound-constrained Lagrangian)."""
     mu: float = 1.0
@@ -72,20 +57,11 @@ class PlalConfig:
     """"bcl": factor by which mu grows when the consensus violation is above eta."""
     mu_max: float = 1e4
     """"bcl": upper limit of mu."""
-    to_max_iter: int = 100
-    """DDP iterations per OC step."""
-    to_tol: float = 1e-6
-    """DDP convergence threshold."""
 
     def __post_init__(self):
-        choices = {"sobolev": SOBOLEV_MODES, "shooting": ("single", "multiple"),
-                   "penalty": ("fixed", "bcl")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ProblemError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
-        for name in ("n_problems", "epochs", "batch_size", "to_max_iter"):
-            if int(getattr(self, name)) < 1:
-                raise ProblemError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        super().__post_init__()
+        self._check_choice("shooting", ("single", "multiple"))
+        self._check_choice("penalty", ("fixed", "bcl"))
         if not self.mu > 0:
             raise ProblemError(f"mu must be positive, got {self.mu}.")
 
