@@ -105,6 +105,7 @@ def train(
 
     test = test_params(problem, m=test_size)
     optimum = optimum_costs(problem, test)
+    report = None
     with _progress(progress, f"{algo} on {problem.name}", iterations) as advance:
         while (iterations is None or int(state.iteration) < iterations) and (
             seconds is None or wall < seconds
@@ -130,7 +131,8 @@ def train(
                     f"gap {row['test_gap']:.3g}%")
 
     save_policy(os.path.join(run.path, "policy"), state.policy)
-    report = evaluate(problem, state.policy, test, optimum=optimum)
+    if report is None:  # no iteration ran (a resumed run whose budget was already spent)
+        report = evaluate(problem, state.policy, test, optimum=optimum)
     summary = report.summary()
     with open(os.path.join(run.path, "evaluation.json"), "w") as f:
         json.dump(to_jsonable(summary), f, indent=2)
