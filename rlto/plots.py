@@ -30,6 +30,7 @@ def plot_trajectories(
     path: str | os.PathLike | None = None,
     params: Mapping[str, Any] | None = None,
     max_paths: int = 40,
+    ok_label: str = "converged",
 ) -> Figure:
     """Plot solved trajectories of a batch: an obstacle map, or states and controls over time.
 
@@ -40,6 +41,8 @@ def plot_trajectories(
     params: the instances' parameters (dict of arrays, leading dim n), needed for the task-space
         position p(x, params) and target p*(params); without them those panels are left out.
     max_paths: at most this many instances are drawn; failed instances are preferred, up to half.
+    ok_label: what the per-instance flag means, for the title and legend (e.g. policy rollouts
+        flag "within 1% of J*" rather than solver convergence).
 
     Problems with obstacles and a 2-D position get a map (obstacles, targets, paths p(x_t));
     every other problem gets a grid of each state and control against time t*dt, with dashed
@@ -50,13 +53,15 @@ def plot_trajectories(
     positions = _positions(problem, xs[index], _take(params, index))
     targets = _targets(problem, _take(params, index))
     if problem.obstacles and positions is not None and positions.shape[-1] == 2:
-        fig = _map_figure(problem, positions, targets, converged[index])
+        fig = _map_figure(problem, positions, targets, converged[index], ok_label)
     else:
         errors = None
         if positions is not None and targets is not None:
             errors = np.linalg.norm(positions - targets[:, None, :], axis=-1)
-        fig = _time_series_figure(problem, xs[index], us[index], converged[index], errors)
-    fig.suptitle(_title(problem, converged, index.size))
+        fig = _time_series_figure(
+            problem, xs[index], us[index], converged[index], errors, ok_label
+        )
+    fig.suptitle(_title(problem, converged, index.size, ok_label))
     _save(fig, path)
     return fig
 
@@ -148,10 +153,10 @@ def _targets(problem, params: dict | None) -> np.ndarray | None:
     return np.asarray(jax.jit(jax.vmap(problem.target))(params))
 
 
-def _title(problem, converged: np.ndarray, shown: int) -> str:
+def _title(problem, converged: np.ndarray, shown: int, ok_label: str = "converged") -> str:
     return (
         f"{problem.name}: {shown} of {converged.size} instances shown, "
-        f"{converged.mean():.1%} converged"
+        f"{converged.mean():.1%} {ok_label}"
     )
 
 
@@ -167,10 +172,11 @@ def _color(ok: bool) -> str:
     return CONVERGED_COLOR if ok else FAILED_COLOR
 
 
-def _status_legend(ax, converged: np.ndarray, extra: list | None = None) -> None:
-    handles = [Line2D([], [], color=CONVERGED_COLOR, label="converged")]
+def _status_legend(ax, converged: np.ndarray, extra: list | None = None,
+                   ok_label: str = "converged") -> None:
+    handles = [Line2D([], [], color=CONVERGED_COLOR, label=ok_label)]
     if not converged.all():
-        handles.append(Line2D([], [], color=FAILED_COLOR, label="not converged"))
+        handles.append(Line2D([], [], color=FAILED_COLOR, label=f"not {ok_label}"))
     ax.legend(handles=handles + (extra or []), loc="best", fontsize="small")
 
 
@@ -178,7 +184,7 @@ def _status_legend(ax, converged: np.ndarray, extra: list | None = None) -> None
 # Obstacle map.
 
 
-def _map_figure(problem, positions, targets, converged) -> Figure:
+def _map_figure(problem, positions, targets, converged, ok_label="converged") -> Figure:
     """Obstacles (ellipses), start points, targets and the paths p(x_t) in the plane."""
     fig = Figure(figsize=(7, 6.5), layout="constrained")
     ax = fig.subplots()
@@ -198,7 +204,7 @@ def _map_figure(problem, positions, targets, converged) -> Figure:
         extra.append(Line2D([], [], color="gold", marker="*", ls="", ms=12, mec="k",
                             label="target"))
     extra.append(EllipsePatch((0, 0), 1, 1, facecolor="0.75", edgecolor="0.35", label="obstacle"))
-    _status_legend(ax, converged, extra)
+    _status_legend(ax, converged, extra, ok_label)
     ax.set_xlim(*_limits(positions[..., 0], converged, targets, problem.obstacles, 0))
     ax.set_ylim(*_limits(positions[..., 1], converged, targets, problem.obstacles, 1))
     ax.set_aspect("equal")
@@ -255,7 +261,7 @@ def _finite_min_max(values: np.ndarray) -> tuple[float, float]:
 # Time series.
 
 
-def _time_series_figure(problem, xs, us, converged, errors) -> Figure:
+def _time_series_figure(problem, xs, us, converged, errors, ok_label="converged") -> Figure:
     """One panel per state, per control and (when given) for the task-space error."""
     nx, nu = xs.shape[-1], us.shape[-1]
     panels = nx + nu + (errors is not None)
@@ -286,7 +292,7 @@ def _time_series_figure(problem, xs, us, converged, errors) -> Figure:
     for ax in axes[:panels]:
         ax.set_xlabel("time (s)")
         ax.grid(alpha=0.3)
-    _status_legend(axes[0], converged)
+    _status_legend(axes[0], converged, ok_label=ok_label)
     return fig
 
 
