@@ -1,6 +1,7 @@
 """Batched box-FDDP: feasibility-driven DDP with control bounds, many OCP instances at once.
 
-One instance follows crocoddyl's SolverBoxFDDP step for step (Mastalli et al. 2020, 2022):
+One instance follows crocoddyl's SolverBoxFDDP (Mastalli et al. 2020, 2022), step for step
+with `SolverOptions.crocoddyl()`; the defaults differ in two measured ways (see SolverOptions):
 
     repeat
         linearize dynamics, quadratize costs along (xs, us); gaps f_t = f(x_{t-1}, u_{t-1}) - x_t
@@ -12,8 +13,9 @@ One instance follows crocoddyl's SolverBoxFDDP step for step (Mastalli et al. 20
         regularization: /10 after a step > 1/2, *10 after a step <= 1/100 or a failed pass
     until feasible and |expected decrease| < tol
 
-The loop is a `lax.while_loop` on one instance, vmapped over the batch: a converged instance's
-state is frozen (select) while the others continue; nothing raises because one instance failed,
+One iteration is written for one instance and vmapped over a set of slots; a work queue
+(`_solve_queue`) refills a slot with the next unsolved instance as soon as its instance stops, so
+finished instances neither change nor cost work. Nothing raises because one instance failed:
 its `status` says what happened. Path constraints g <= 0 are handled by an augmented-Lagrangian
 (PHR) outer loop around this solver; extra cost terms (`ExtraCost`) are added to the problem's.
 
