@@ -40,8 +40,7 @@ from rlto.problems import resolve_config
 from rlto.problems.obstacles import (
     CactoCostConfig,
     build_cacto_problem,
-    inside_any,
-    position_grid,
+    grid_states,
     uniform_sampler,
 )
 
@@ -108,11 +107,7 @@ def hard_region(config: CarConfig = CarConfig()) -> np.ndarray:
 
     Positions from `position_grid()`, those inside an ellipse of `config` dropped; theta, v, a = 0.
     """
-    points = position_grid()
-    points = points[~inside_any(points, config.ellipses)]
-    states = np.zeros((points.shape[0], 5))
-    states[:, :2] = points
-    return states
+    return grid_states(config.ellipses, nx=5)
 
 
 register(

@@ -41,8 +41,7 @@ from rlto.problems import resolve_config
 from rlto.problems.obstacles import (
     CactoCostConfig,
     build_cacto_problem,
-    inside_any,
-    position_grid,
+    grid_states,
     uniform_sampler,
 )
 
@@ -139,12 +138,7 @@ def hard_region(
     zero. nx = 2 for a SingleIntegratorConfig, 4 for a DoubleIntegratorConfig (pass
     problem.config).
     """
-    nx = 4 if isinstance(config, DoubleIntegratorConfig) else 2
-    points = position_grid()
-    points = points[~inside_any(points, config.ellipses)]
-    states = np.zeros((points.shape[0], nx))
-    states[:, :2] = points
-    return states
+    return grid_states(config.ellipses, nx=4 if isinstance(config, DoubleIntegratorConfig) else 2)
 
 
 register(

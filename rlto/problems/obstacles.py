@@ -148,6 +148,16 @@ def position_grid() -> np.ndarray:
     return np.stack([xs.ravel(), ys.ravel()], axis=1)
 
 
+def grid_states(ellipses: tuple[Ellipse, ...], nx: int) -> np.ndarray:
+    """CACTO's hard-region initial states of a planar system -> (m, nx): the positions of
+    `position_grid()` outside every ellipse, every other state coordinate zero (at rest)."""
+    points = position_grid()
+    points = points[~inside_any(points, ellipses)]
+    states = np.zeros((points.shape[0], nx))
+    states[:, :2] = points
+    return states
+
+
 # ---------------------------------------------------------------------------------------------
 # Builder shared by the CACTO problems.
 
