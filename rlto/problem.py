@@ -14,6 +14,7 @@ draws a batch: `sample(key, n)` returns the same dict with a leading dimension n
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -86,14 +87,20 @@ class Problem:
         object.__setattr__(self, "u_upper", _bound_array(self.u_upper, self.nu, "u_upper"))
         _validate(self)
 
-    @property
+    @functools.cached_property
     def nc(self) -> int:
         """Number of path constraints (0 when there are none)."""
         if self.constraints is None:
             return 0
-        params = _first(self.sample(jax.random.key(0), 1))
+        params = _first(self._reference_params)
         x0 = jnp.asarray(params["x0"])
         return int(np.shape(self.constraints(x0, jnp.zeros(self.nu), 0, params))[0])
+
+    @functools.cached_property
+    def _reference_params(self) -> dict:
+        """One draw of the sampler, whose keys and shapes every batch of params must match
+        (drawn once: solve checks its params on every call)."""
+        return self.sample(jax.random.key(0), 1)
 
     @property
     def has_bounds(self) -> bool:
@@ -137,7 +144,7 @@ class Problem:
                 "For one instance add a leading axis: x0[None]."
             )
         n = x0[0]
-        reference = self.sample(jax.random.key(0), 1)
+        reference = self._reference_params
         for key, value in params.items():
             shape = np.shape(value)
             if not shape or shape[0] != n:
