@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlto.nets import at_step
 from rlto.problem import Problem, ProblemError
 from rlto.solver import solve
 
@@ -79,7 +80,7 @@ def _rollout_one(problem: Problem, policy: Policy, params):
     x0 = jnp.asarray(params["x0"], dtype=jnp.float64)
 
     def step(x, t):
-        raw = jnp.asarray(policy(x, params))
+        raw = jnp.asarray(policy(x, at_step(params, t)))
         if raw.shape == () and problem.nu == 1:
             raw = raw.reshape(1)
         if raw.shape != (problem.nu,):
@@ -147,7 +148,8 @@ def policy_rollout(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Closed-loop rollouts of `policy` from each instance's x0.
 
-    u_t = clip(policy(x_t, params), u_lower, u_upper): the policy need not respect the bounds.
+    u_t = clip(policy(x_t, params_t), u_lower, u_upper): the policy need not respect the bounds;
+    params_t is the instance's params with the step t under rlto.nets.TIME_KEY.
     Compiled once per (problem, policy structure, n): an Equinox module is a traced argument, so
     a policy whose weights change every training iteration does not recompile; a plain function
     is static (a new function object compiles anew).

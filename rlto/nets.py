@@ -8,8 +8,14 @@ squashed by tanh into the control box [u_min, u_max]. Here, per control j,
     u_j = lo_j + softplus(z_j)   or   hi_j - softplus(-z_j)    one bound finite
     u_j = z_j                                                 both bounds infinite (linear)
 
-The network input y is the state x (nx,) followed by the flattened conditioning parameters
-(e.g. a target), in the order of `param_keys`. `mean` and `scale` (d,) are stored arrays but not
+The network input y is the state x (nx,), with each angle coordinate (Problem.angles) replaced
+by its cos and sin, followed by the flattened conditioning parameters (e.g. a target), in the
+order of `param_keys`. A time-varying policy pi(x, beta, t) has the
+reserved key TIME_KEY ("t", the step index 0..T-1, shape ()) among them: the optimal control of a
+finite-horizon problem depends on the time to go, so a stationary policy cannot match it near the
+horizon (on `pendulum` the optimum times its arrival upright to the end). Rollouts and datasets
+always pass params[TIME_KEY] (`at_step`, `with_steps`); a stationary policy ignores it.
+`mean` and `scale` (d,) are stored arrays but not
 trained: `__call__` stops their gradient, and `trainable(policy)` is the filter spec that leaves
 them out of an optimiser's state:
 
@@ -35,6 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+TIME_KEY = "t"
+"""Reserved parameter key of the time step index t (float, shape ()) given to time-varying
+policies; a problem's sampler must not use it."""
 POLICY_JSON = "policy.json"
 """Architecture file written by `save_policy`."""
 POLICY_LEAVES = "policy.eqx"
@@ -84,6 +93,8 @@ class Policy(eqx.Module):
     """One instance's shape of each conditioning parameter, e.g. ((2,),) for a 2-D target."""
     dtype: str = eqx.field(static=True)
     """Floating dtype name of weights and outputs ("float64" by default)."""
+    angles: tuple[int, ...] = eqx.field(static=True)
+    """State indices that are angles: the input has (cos, sin) of each instead (Problem.angles)."""
 
     def __init__(
         self,
@@ -100,6 +111,7 @@ class Policy(eqx.Module):
         in_mean: Any = None,
         in_scale: Any = None,
         dtype: Any = jnp.float64,
+        angles: Sequence[int] = (),
     ):
         """A freshly initialised policy. Bounds are scalars or (nu,); mean/scale default 0/1."""
         self.nx, self.nu = int(nx), int(nu)
@@ -134,6 +146,11 @@ class Policy(eqx.Module):
                 f"param_keys {self.param_keys} must be distinct and exclude 'x0' (the state "
                 "x is always the first input)."
             )
+        self.angles = tuple(int(i) for i in angles)
+        if any(not 0 <= i < self.nx for i in self.angles) or len(set(self.angles)) != len(
+            self.angles
+        ):
+            raise ValueError(f"angles must be distinct indices in [0, {self.nx}), got {angles}.")
         self.dtype = jnp.dtype(dtype).name
         d = self.input_size
         sizes = (d, *self.hidden, self.nu)
@@ -148,15 +165,26 @@ class Policy(eqx.Module):
 
     @property
     def input_size(self) -> int:
-        """d = nx + total size of the conditioning parameters."""
-        return self.nx + sum(math.prod(s) for s in self.param_shapes)
+        """d = nx + one per angle (cos and sin replace it) + size of the conditioning params."""
+        return self.nx + len(self.angles) + sum(math.prod(s) for s in self.param_shapes)
+
+    def state_features(self, xs: jax.Array) -> jax.Array:
+        """The state part of the input: xs (..., nx) -> (..., nx + len(angles)), the non-angle
+        coordinates in order, then cos and sin of each angle."""
+        if not self.angles:
+            return xs
+        index = np.asarray(self.angles)
+        rest = np.setdiff1d(np.arange(self.nx), index)
+        q = xs[..., index]
+        return jnp.concatenate([xs[..., rest], jnp.cos(q), jnp.sin(q)], axis=-1)
 
     def __call__(self, x: jax.Array, params: Mapping[str, jax.Array] | None = None) -> jax.Array:
         """u (nu,) for one instance: x (nx,), params one instance's dict (other keys ignored)."""
         return self.forward(self.input(x, params))
 
     def input(self, x: jax.Array, params: Mapping[str, jax.Array] | None = None) -> jax.Array:
-        """The raw (unnormalised) network input y (d,) = (x, flattened params[param_keys])."""
+        """The raw (unnormalised) network input y (d,) = (state features of x, flattened
+        params[param_keys])."""
         x = jnp.asarray(x, self.dtype)
         if x.shape != (self.nx,):
             raise ValueError(
@@ -164,11 +192,17 @@ class Policy(eqx.Module):
                 "use jax.vmap(policy) or rlto.nets.apply_policy."
             )
         if not self.param_keys:
-            return x
-        parts = [x]
+            return self.state_features(x)
+        parts = [self.state_features(x)]
         for k, shape in zip(self.param_keys, self.param_shapes, strict=True):
             if params is None or k not in params:
                 have = "None" if params is None else sorted(params)
+                if k == TIME_KEY:
+                    raise KeyError(
+                        f"this policy is time-varying: it needs the time step t (0..T-1) as "
+                        f"params[{TIME_KEY!r}]; call policy(x, rlto.nets.at_step(params, t)). "
+                        f"params has {have}."
+                    )
                 raise KeyError(
                     f"policy is conditioned on params[{k!r}] of shape {shape}; params has {have}."
                 )
@@ -197,8 +231,8 @@ class Policy(eqx.Module):
         hi = np.asarray(self.u_upper)
         lo_f, hi_f = np.isfinite(lo), np.isfinite(hi)
         both = lo_f & hi_f
-        lo0 = np.where(lo_f, lo, 0.0)
-        hi0 = np.where(hi_f, hi, 0.0)
+        lo0 = np.where(lo_f, lo, 0.0).astype(self.dtype)
+        hi0 = np.where(hi_f, hi, 0.0).astype(self.dtype)
         # The clip only removes the last-ulp rounding of lo + (hi - lo) at tanh saturation.
         boxed = jnp.clip(lo0 + (hi0 - lo0) * 0.5 * (jnp.tanh(z) + 1.0), lo0, hi0)
         below = lo0 + jax.nn.softplus(z)
@@ -224,6 +258,7 @@ class Policy(eqx.Module):
             "param_keys": list(self.param_keys),
             "param_shapes": [list(s) for s in self.param_shapes],
             "dtype": self.dtype,
+            "angles": list(self.angles),
         }
 
 
@@ -234,23 +269,35 @@ def make_policy(
     normalization: tuple[Any, Any] | None = None,
     *,
     param_keys: Sequence[str] | None = None,
+    time_input: bool = False,
     activation: str = "relu",
     dtype: Any = jnp.float64,
 ) -> Policy:
     """A fresh policy for `problem` (bounds, nx, nu, conditioning parameters from its sampler).
 
     param_keys: parameters to condition on; None takes every sampled entry except "x0", sorted.
+    time_input: also condition on the time step (TIME_KEY, appended last): pi(x, beta, t).
     normalization: (mean (d,), scale (d,)), or None to compute it from NORMALIZATION_DRAWS draws
     of `problem.sample` (see `fit_normalization`: the x part from the initial states).
     """
     init_key, sample_key = jax.random.split(key)
     reference = problem.sample(sample_key, NORMALIZATION_DRAWS if normalization is None else 1)
+    if TIME_KEY in reference:
+        raise KeyError(
+            f"{problem.name}: the sampler returns the key {TIME_KEY!r}, which rlto reserves for "
+            "the time step given to policies; rename that parameter."
+        )
     if param_keys is None:
         param_keys = sorted(k for k in reference if k != "x0")
     missing = [k for k in param_keys if k not in reference]
     if missing:
         raise KeyError(f"{problem.name}: the sampler provides {sorted(reference)}, not {missing}.")
     shapes = [np.shape(reference[k])[1:] for k in param_keys]
+    if time_input:
+        param_keys, shapes = [*param_keys, TIME_KEY], [*shapes, ()]
+        # Spread the draws' times evenly over 0..T-1 so the default normalisation covers them.
+        m = np.shape(reference["x0"])[0]
+        reference = {**reference, TIME_KEY: np.arange(m) % problem.horizon}
     policy = Policy(
         problem.nx,
         problem.nu,
@@ -262,6 +309,7 @@ def make_policy(
         key=init_key,
         activation=activation,
         dtype=dtype,
+        angles=problem.angles,
     )
     if normalization is None:
         normalization = fit_normalization(
@@ -332,6 +380,18 @@ def broadcast_params(
     return out
 
 
+def at_step(params: Mapping[str, jax.Array], t) -> dict[str, jax.Array]:
+    """One instance's params with the time step t added under TIME_KEY (what rollouts pass)."""
+    return {**params, TIME_KEY: jnp.asarray(t, dtype=jnp.float64)}
+
+
+def with_steps(params: Mapping[str, jax.Array], n: int, horizon: int) -> dict[str, jax.Array]:
+    """Batched params (n, ...) with TIME_KEY (n, horizon) = 0..horizon-1 per instance, for the
+    policy on trajectories xs[:, :horizon] (n, horizon, nx)."""
+    steps = jnp.broadcast_to(jnp.arange(horizon, dtype=jnp.float64), (n, horizon))
+    return {**params, TIME_KEY: steps}
+
+
 def policy_inputs(
     policy: Policy, xs: jax.Array, params: Mapping[str, jax.Array] | None = None
 ) -> jax.Array:
@@ -339,7 +399,8 @@ def policy_inputs(
     xs = jnp.asarray(xs, policy.dtype)
     batch = xs.shape[:-1]
     beta = broadcast_params(policy, params, batch)
-    parts = [xs] + [beta[k].reshape(batch + (-1,)) for k in policy.param_keys]
+    params_part = [beta[k].reshape(batch + (-1,)) for k in policy.param_keys]
+    parts = [policy.state_features(xs), *params_part]
     return jnp.concatenate(parts, axis=-1)
 
 
@@ -389,6 +450,7 @@ def load_policy(path_dir: str | os.PathLike) -> Policy:
         key=jax.random.key(0),
         activation=arch["activation"],
         dtype=arch["dtype"],
+        angles=arch.get("angles", ()),
     )
     return eqx.tree_deserialise_leaves(leaves_path, skeleton)
 

@@ -78,6 +78,9 @@ class Problem:
     """p*(params) -> same shape as position: where the task wants p to end."""
     obstacles: tuple[Ellipse, ...] = ()
     """Obstacles to draw on maps (CACTO's problems)."""
+    angles: tuple[int, ...] = ()
+    """Indices of the state coordinates that are angles (2 pi-periodic, e.g. a pendulum's q):
+    policies see them as (cos, sin), so that q and q + 2 pi are one input."""
     config: Any = None
     """The factory's resolved settings (a frozen dataclass) for built-ins; written into run configs
     and read by reference models (e.g. crocoddyl's native pendulum)."""
@@ -203,6 +206,14 @@ def _validate(p: Problem) -> None:
         )
     if np.isposinf(p.u_lower).any() or np.isneginf(p.u_upper).any():
         raise ProblemError(f"{p.name}: u_lower cannot be +inf and u_upper cannot be -inf.")
+
+    angles = tuple(p.angles)
+    if any(not isinstance(i, int | np.integer) or not 0 <= i < p.nx for i in angles) or len(
+        set(angles)
+    ) != len(angles):
+        raise ProblemError(
+            f"{p.name}: angles must be distinct state indices in [0, {p.nx}), got {angles!r}."
+        )
 
     n = 3
     try:

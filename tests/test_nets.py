@@ -6,6 +6,7 @@ finite differences, a Monte Carlo average, or a round trip through the disk.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -245,6 +246,71 @@ def test_save_load_unbounded_unconditioned(tmp_path):
     os.remove(tmp_path / nets.POLICY_LEAVES)
     with pytest.raises(FileNotFoundError, match="save_policy"):
         nets.load_policy(tmp_path)
+
+
+def test_time_varying_policy_reads_the_step(reach):
+    pol = nets.make_policy(reach, jax.random.key(2), hidden=(8,), time_input=True)
+    assert pol.param_keys == ("target", nets.TIME_KEY) and pol.input_size == 5
+    # The default normalisation spreads the draws' steps over 0..T-1.
+    assert float(pol.in_mean[-1]) == pytest.approx((reach.horizon - 1) / 2, rel=1e-2)
+    n, T = 3, reach.horizon
+    params = reach.sample(jax.random.key(20), n)
+    xs = jax.random.normal(jax.random.key(21), (n, T, 2))
+    batched = nets.apply_policy(pol, xs, nets.with_steps(params, n, T))
+    for i in range(n):
+        one = {k: v[i] for k, v in params.items()}
+        for t in (0, 4, T - 1):
+            np.testing.assert_allclose(batched[i, t], pol(xs[i, t], nets.at_step(one, t)),
+                                       rtol=1e-12)
+    one = {k: v[0] for k, v in params.items()}
+    assert not np.allclose(pol(xs[0, 0], nets.at_step(one, 0)), pol(xs[0, 0], nets.at_step(one, 9)))
+    with pytest.raises(KeyError, match="time-varying"):
+        pol(xs[0, 0], one)
+
+
+def test_sampler_may_not_use_the_time_key():
+    base = target_problem()
+
+    def sample(key, n):
+        return {**base.sample(key, n), "t": jnp.zeros(n)}
+
+    clash = dataclasses.replace(base, sample=sample)
+    with pytest.raises(KeyError, match="reserves"):
+        nets.make_policy(clash, jax.random.key(0))
+
+
+def test_angles_enter_as_cos_and_sin():
+    pendulum = rlto.make("pendulum")
+    assert pendulum.angles == (0,)
+    pol = nets.make_policy(pendulum, jax.random.key(3), hidden=(8,))
+    assert pol.angles == (0,) and pol.input_size == 3
+    x = jnp.array([0.7, -1.3])
+    np.testing.assert_allclose(pol.state_features(x), [-1.3, np.cos(0.7), np.sin(0.7)])
+    # q and q + 2 pi k are the same input, hence the same control.
+    for k in (-2, 1, 3):
+        shifted = x + jnp.array([2 * np.pi * k, 0.0])
+        np.testing.assert_allclose(pol(shifted, {}), pol(x, {}), rtol=1e-10)
+    with pytest.raises(rlto.ProblemError, match="angles must be distinct"):
+        dataclasses.replace(pendulum, angles=(2,))
+
+
+def test_float32_time_varying_policy_round_trip_and_sobolev(tmp_path):
+    pendulum = rlto.make("pendulum")
+    pol = nets.make_policy(pendulum, jax.random.key(4), hidden=(8, 8), time_input=True,
+                           dtype=jnp.float32)
+    nets.save_policy(tmp_path, pol)
+    loaded = nets.load_policy(tmp_path)
+    assert loaded.angles == (0,) and loaded.param_keys == (nets.TIME_KEY,)
+    xs = jax.random.normal(jax.random.key(5), (6, 2))
+    params = {nets.TIME_KEY: jnp.arange(6.0)}
+    out = nets.apply_policy(loaded, xs, params)
+    assert out.dtype == jnp.float32
+    np.testing.assert_array_equal(out, nets.apply_policy(pol, xs, params))
+    # For nu = 1 the stochastic Sobolev term equals the full one (v = +-1), in float32 too.
+    K = jax.random.normal(jax.random.key(6), (6, 1, 2))
+    full = losses.sobolev_loss(pol, xs, K, params)
+    stochastic = losses.stochastic_sobolev_loss(pol, xs, K, params, jax.random.key(7))
+    assert float(stochastic) == pytest.approx(float(full), rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """rlto.train with PDDP: tiny-budget runs end to end, run-directory artifacts, exact resume."""
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -12,6 +13,7 @@ import pytest
 import rlto
 from rlto import ProblemError
 from rlto.algorithms import pddp
+from rlto.algorithms.common import lower_cost
 
 TINY = dict(n_problems=8, epochs=2, batch_size=64, hidden=(16, 16), to_max_iter=30)
 
@@ -42,7 +44,7 @@ def test_tiny_pddp_run_writes_its_artifacts(lqr, tmp_path, sobolev):
     assert config["algo_config"]["sobolev"] == sobolev
     loaded = rlto.load_policy(out)
     x = np.asarray(lqr.sample(jax.random.key(1), 1)["x0"][0])
-    np.testing.assert_array_equal(loaded(x, {}), run.policy(x, {}))
+    np.testing.assert_array_equal(loaded(x, {"t": 3.0}), run.policy(x, {"t": 3.0}))
 
 
 def test_pddp_lowers_the_gap_on_lqr(lqr, tmp_path):
@@ -87,3 +89,35 @@ def test_resume_refuses_a_different_configuration(lqr, tmp_path):
     with pytest.raises(ProblemError, match="another configuration"):
         rlto.train(lqr, algo="pddp", seed=1, iterations=2, out=tmp_path, test_size=8,
                    progress=False, **TINY)
+
+
+def test_lower_cost_picks_per_instance_with_a_margin(lqr):
+    params = lqr.sample(jax.random.key(5), 6)
+    rough = rlto.solve(lqr, params, max_iter=1)
+    fine = rlto.solve(lqr, params, max_iter=50)
+    assert np.all(fine.cost < rough.cost)
+    picked = lower_cost([rough, fine])
+    np.testing.assert_array_equal(picked.cost, fine.cost)
+    np.testing.assert_array_equal(picked.us, fine.us)
+    np.testing.assert_array_equal(picked.iterations, fine.iterations)
+    # Within the margin the first result is kept, instance by instance.
+    rel = (rough.cost - fine.cost) / rough.cost
+    margin = float(np.median(rel))
+    kept = lower_cost([rough, fine], margin=margin)
+    np.testing.assert_array_equal(kept.cost, np.where(rel > margin, fine.cost, rough.cost))
+    # A NaN instance is replaced by a finite one, never the other way round.
+    broken = dataclasses.replace(fine, cost=np.where(np.arange(6) == 2, np.nan, fine.cost))
+    mixed = lower_cost([broken, rough])
+    assert mixed.cost[2] == rough.cost[2] and np.all(np.isfinite(mixed.cost))
+    np.testing.assert_array_equal(lower_cost([rough, broken]).cost[2], rough.cost[2])
+
+
+def test_best_warm_start_never_trains_on_a_costlier_solve(lqr, tmp_path):
+    runs = {}
+    for warm in ("policy", "best"):
+        rlto.train(lqr, algo="pddp", seed=2, iterations=1, out=tmp_path / warm, test_size=8,
+                   progress=False, warm_start=warm, **TINY)
+        runs[warm] = next(csv.DictReader(open(tmp_path / warm / "metrics.csv")))
+    # Same seed: same policy, same sampled problems; "best" also solves from zero controls.
+    assert float(runs["best"]["to_cost"]) <= float(runs["policy"]["to_cost"]) + 1e-12
+    assert int(runs["best"]["sim_calls"]) > int(runs["policy"]["sim_calls"])

@@ -10,11 +10,13 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from rlto import losses
-from rlto.nets import Policy, trainable
+from rlto.nets import Policy, make_policy, trainable
 from rlto.problem import Problem, ProblemError
+from rlto.solver import Result
 
 SOBOLEV_MODES = ("none", "full", "stochastic")
 
@@ -33,6 +35,13 @@ class LearningConfig:
     """Adam step size."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the policy MLP (seed 002: two layers of 256)."""
+    time_input: bool = True
+    """Give the policy the time step: pi(x, beta, t). The optimum of a finite-horizon problem
+    depends on the time to go (on `pendulum` it times its arrival upright to the horizon), which
+    a stationary policy cannot match; False trains seed 002's stationary pi(x, beta)."""
+    policy_dtype: str = "float32"
+    """Floating type of the policy's weights: "float32" (about 4x faster learning steps on a CPU
+    than float64, and precise enough for gaps of 1e-3) or "float64"."""
     sobolev: str = "stochastic"
     """Gain matching: "none", "full" (eq. 8) or "stochastic" (one random direction per sample)."""
     sobolev_weight: float = 1e-2
@@ -46,6 +55,7 @@ class LearningConfig:
 
     def __post_init__(self):
         self._check_choice("sobolev", SOBOLEV_MODES)
+        self._check_choice("policy_dtype", ("float32", "float64"))
         for name in ("n_problems", "epochs", "batch_size", "to_max_iter"):
             if int(getattr(self, name)) < 1:
                 raise ProblemError(f"{name} must be a positive integer, got {getattr(self, name)}.")
@@ -94,6 +104,12 @@ def fit_policy(policy: Policy, opt_state, data: dict, key: jax.Array, loss_fn: C
     return eqx.combine(weights, frozen), opt_state, parts[-1]
 
 
+def new_policy(problem: Problem, config: LearningConfig, key: jax.Array) -> Policy:
+    """The paper's policy class for `problem` with the config's width, time input and dtype."""
+    return make_policy(problem, key, hidden=config.hidden, time_input=config.time_input,
+                       dtype=config.policy_dtype)
+
+
 def init_optimizer(policy: Policy, config):
     """Adam state for the policy's weights (normalisation excluded)."""
     return optax.adam(config.learning_rate).init(eqx.filter(policy, trainable(policy)))
@@ -122,3 +138,30 @@ def without_bounds(problem: Problem) -> Problem:
 def to_problem(problem: Problem, constrained: bool) -> Problem:
     """The problem the TO step solves: with its bounds, or without them (`-C`)."""
     return problem if constrained else without_bounds(problem)
+
+
+def lower_cost(results: list, margin: float = 0.0) -> Result:
+    """Per instance, the solve with the lowest finite cost among `results` (same instances):
+    a Result whose arrays are picked instance by instance (status, sim calls, all of it).
+
+    A later result replaces an earlier one only where its cost is lower by more than
+    margin * |cost|: with results[0] from the policy's warm start, near-ties (e.g. the mirrored
+    swing-ups of a pendulum hanging at rest) keep the policy's choice, so that the regression
+    targets do not switch between modes whose average is no solution at all."""
+    best = results[0]
+    for other in results[1:]:
+        cost, other_cost = np.asarray(best.cost), np.asarray(other.cost)
+        # ~(a >= b) is also true where the current best is NaN.
+        take = np.isfinite(other_cost) & ~(other_cost >= cost - margin * np.abs(cost))
+
+        def pick(a, b, take=take):
+            if not isinstance(a, np.ndarray | jax.Array) or np.ndim(a) == 0:
+                return a
+            mask = take.reshape((-1,) + (1,) * (np.ndim(a) - 1))
+            return np.where(mask, np.asarray(b), np.asarray(a))
+
+        best = dataclasses.replace(best, **{
+            f.name: pick(getattr(best, f.name), getattr(other, f.name))
+            for f in dataclasses.fields(best)
+        })
+    return best

@@ -27,11 +27,17 @@ from rlto.algorithms.common import (
     fit_policy,
     gain_matching_loss,
     init_optimizer,
+    lower_cost,
+    new_policy,
     to_problem,
 )
 from rlto.evaluate import policy_rollout
-from rlto.nets import Policy, broadcast_params, make_policy, set_normalization
+from rlto.nets import Policy, broadcast_params, set_normalization, with_steps
 from rlto.problem import Problem
+
+BEST_MARGIN = 0.01
+"""warm_start="best": the zero-control solve replaces the policy-warm-started one only where its
+cost is more than 1% lower (see lower_cost: near-ties keep the policy's mode)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,11 +45,13 @@ class PddpConfig(LearningConfig):
     """Hyperparameters of PDDP (the shared ones: see LearningConfig)."""
 
     warm_start: str = "policy"
-    """TO warm start: "policy" (the policy's rollout, Alg. 1 line 2) or "zero" controls."""
+    """TO warm start: "policy" (the policy's rollout, Alg. 1 line 2), "zero" controls, or "best":
+    solve from both and keep each instance's lower cost (twice the TO work; escapes the local
+    minima a poor policy leads TO into, e.g. the pendulum's extra swings)."""
 
     def __post_init__(self):
         super().__post_init__()
-        self._check_choice("warm_start", ("policy", "zero"))
+        self._check_choice("warm_start", ("policy", "zero", "best"))
 
 
 class PddpState(NamedTuple):
@@ -60,7 +68,7 @@ class PddpState(NamedTuple):
 def init(problem: Problem, config: PddpConfig, key: jax.Array) -> PddpState:
     """A fresh policy and optimizer."""
     policy_key, key = jax.random.split(key)
-    policy = make_policy(problem, policy_key, hidden=config.hidden)
+    policy = new_policy(problem, config, policy_key)
     opt_state = init_optimizer(policy, config)
     zero = jnp.asarray(0, dtype=jnp.int64)
     return PddpState(policy, opt_state, key, zero, zero, zero)
@@ -78,8 +86,8 @@ def _dataset(problem: Problem, result, params, policy: Policy) -> dict:
     usable = np.isfinite(result.cost) & np.all(np.isfinite(result.us), axis=(1, 2))
     T = problem.horizon
     xs = result.xs[usable, :T]
-    beta = broadcast_params(policy, {k: np.asarray(v)[usable] for k, v in params.items()},
-                            xs.shape[:2])
+    usable_params = {k: np.asarray(v)[usable] for k, v in params.items()}
+    beta = broadcast_params(policy, with_steps(usable_params, xs.shape[0], T), xs.shape[:2])
     return {
         "x": jnp.asarray(xs.reshape(-1, problem.nx)),
         "u": jnp.asarray(result.us[usable].reshape(-1, problem.nu)),
@@ -93,33 +101,37 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
     key, sample_key, fit_key = jax.random.split(state.key, 3)
     params = problem.sample(sample_key, config.n_problems)
     rollout_calls = 0
-    init_us = None
-    if config.warm_start == "policy":
-        _, init_us, _ = policy_rollout(problem, state.policy, params)
+    inits = [None]
+    if config.warm_start in ("policy", "best"):
+        _, policy_us, _ = policy_rollout(problem, state.policy, params)
         rollout_calls = config.n_problems * problem.horizon
-    result = rlto.solve(
-        to_problem(problem, config.constrained), params, init=init_us,
-        max_iter=config.to_max_iter, tol=config.to_tol,
-    )
+        inits = [policy_us] if config.warm_start == "policy" else [policy_us, None]
+    results = [
+        rlto.solve(to_problem(problem, config.constrained), params, init=init,
+                   max_iter=config.to_max_iter, tol=config.to_tol)
+        for init in inits
+    ]
+    result = lower_cost(results, margin=BEST_MARGIN)
     policy = state.policy
     if int(state.iteration) == 0:
         # Normalise the inputs over the states the policy will be trained on, once, before any
         # weight update (the sampler's x0 alone under-represents e.g. swing-up velocities).
-        policy = set_normalization(policy, result.xs[np.isfinite(result.cost)],
-                                   {k: np.asarray(v)[np.isfinite(result.cost)]
-                                    for k, v in params.items()})
+        ok = np.isfinite(result.cost)
+        ok_params = {k: np.asarray(v)[ok] for k, v in params.items()}
+        policy = set_normalization(policy, result.xs[ok, : problem.horizon],
+                                   with_steps(ok_params, int(ok.sum()), problem.horizon))
     data = _dataset(problem, result, params, policy)
     policy, opt_state, (regression, gains) = fit_policy(
         policy, state.opt_state, data, fit_key, supervised_loss, config
     )
-    calls = int(result.sim_calls.sum()) + rollout_calls
+    calls = sum(int(r.sim_calls.sum()) for r in results) + rollout_calls
     new_state = PddpState(
         policy=policy,
         opt_state=opt_state,
         key=key,
         iteration=state.iteration + 1,
         sim_calls=state.sim_calls + calls,
-        to_iterations=state.to_iterations + int(result.iterations.sum()),
+        to_iterations=state.to_iterations + sum(int(r.iterations.sum()) for r in results),
     )
     info = {
         "regression_loss": float(regression),

@@ -35,10 +35,18 @@ from rlto.algorithms.common import (
     fit_policy,
     gain_matching_loss,
     init_optimizer,
+    new_policy,
     to_problem,
 )
 from rlto.evaluate import policy_rollout
-from rlto.nets import Policy, apply_policy, broadcast_params, make_policy, set_normalization
+from rlto.nets import (
+    Policy,
+    apply_policy,
+    at_step,
+    broadcast_params,
+    set_normalization,
+    with_steps,
+)
 from rlto.problem import Problem, ProblemError
 
 
@@ -91,7 +99,7 @@ class PlalState(NamedTuple):
 
 def single_shooting_penalty(x, u, t, params, policy):
     """lambda_t'(u - pi(x)) + mu/2 ||u - pi(x)||^2 (eq. 13's term), pi differentiated in x."""
-    diff = u - policy(x, params)
+    diff = u - policy(x, at_step(params, t))
     return params["lam"][t] @ diff + 0.5 * params["mu"] * diff @ diff
 
 
@@ -109,7 +117,7 @@ def multiple_shooting_penalty(x, u, t, params, shared):
 def init(problem: Problem, config: PlalConfig, key: jax.Array) -> PlalState:
     """A fresh policy, the fixed sampled set, and its rollout as the first OC warm start."""
     policy_key, sample_key, key = jax.random.split(key, 3)
-    policy = make_policy(problem, policy_key, hidden=config.hidden)
+    policy = new_policy(problem, config, policy_key)
     params = {k: jnp.asarray(v) for k, v in problem.sample(sample_key, config.n_problems).items()}
     xs, us, _ = policy_rollout(problem, policy, params)
     n, T = config.n_problems, problem.horizon
@@ -158,6 +166,7 @@ def step(problem: Problem, config: PlalConfig, state: PlalState) -> tuple[PlalSt
     """One outer iteration of Alg. 2; returns the new state and this iteration's numbers."""
     key, fit_key = jax.random.split(state.key)
     beta, n, T = state.params, config.n_problems, problem.horizon
+    beta_steps = with_steps(beta, n, T)  # beta with each state's time step, for pi(x, beta, t)
     mu_t = state.mu
 
     # OC step (line 2).
@@ -166,7 +175,7 @@ def step(problem: Problem, config: PlalConfig, state: PlalState) -> tuple[PlalSt
         extra = ExtraCost(running=single_shooting_penalty, shared=state.policy)
     else:
         oc_params.update(gamma=state.gamma, policy_x=state.policy_xs,
-                         policy_u=apply_policy(state.policy, state.policy_xs, beta))
+                         policy_u=apply_policy(state.policy, state.policy_xs, beta_steps))
         extra = ExtraCost(running=multiple_shooting_penalty)
     result = rlto.solve(
         to_problem(problem, config.constrained), oc_params, init=(state.xs, state.us),
@@ -179,12 +188,12 @@ def step(problem: Problem, config: PlalConfig, state: PlalState) -> tuple[PlalSt
     policy = state.policy
     if int(state.iteration) == 0:
         # Normalise the inputs over the OC states once, before any weight update.
-        policy = set_normalization(policy, xs, beta)
+        policy = set_normalization(policy, xs[:, :T], beta_steps)
 
     # Learning step (line 3) at the policy's states.
     policy_xs = xs[:, :T] if config.shooting == "single" else state.policy_xs
     lam_over_mu = state.lam / mu_t[:, None, None]
-    beta_t = broadcast_params(policy, beta, (n, T))
+    beta_t = broadcast_params(policy, beta_steps, (n, T))
     weights = (mu_t / mu_t.mean())[:, None] * usable[:, None]
     data = {
         "x": policy_xs.reshape(n * T, -1),
@@ -204,7 +213,7 @@ def step(problem: Problem, config: PlalConfig, state: PlalState) -> tuple[PlalSt
         )
 
     # Dual update (line 4), and the penalty rule.
-    u_gap = us - apply_policy(policy, policy_xs, beta)
+    u_gap = us - apply_policy(policy, policy_xs, beta_steps)
     x_gap = xs[:, :T] - policy_xs
     lam = state.lam + mu_t[:, None, None] * u_gap
     gamma = state.gamma + mu_t[:, None, None] * x_gap

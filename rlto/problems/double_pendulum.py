@@ -269,6 +269,7 @@ def make_double_pendulum(config: DoublePendulumConfig = DoublePendulumConfig(), 
         description="fully actuated double pendulum swing-up, |tau|<=(20,10), T=100, dt=0.05",
         position=lambda x, params: tip(x),
         target=lambda params: target,
+        angles=(0, 1),
         config=c,
     )
 

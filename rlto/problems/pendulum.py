@@ -137,6 +137,7 @@ def make_pendulum(config: PendulumConfig = PendulumConfig(), **overrides) -> Pro
         description="pendulum swing-up to upright, |u|<=3 < mgl (needs pumping), T=100, dt=0.05",
         position=lambda x, params: tip(x, c),
         target=lambda params: upright(c),
+        angles=(0,),
         config=c,
     )
 
