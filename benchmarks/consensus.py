@@ -56,7 +56,7 @@ from rich.table import Table  # noqa: E402
 
 import rlto  # noqa: E402
 from rlto.cli import _override as parse_override  # noqa: E402
-from rlto.evaluate import test_params, warm_start_study  # noqa: E402
+from rlto.evaluate import evaluate, test_params, warm_start_study  # noqa: E402
 from rlto.problem import ProblemError  # noqa: E402
 from rlto.runs import RunDir  # noqa: E402
 from rlto.training import algorithm_config  # noqa: E402
@@ -159,11 +159,14 @@ def run_options(variant: Variant, common: Mapping[str, Any]) -> dict[str, Any]:
 
 def step_interpolate(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Step-wise reading of a curve: y at the last x <= g for each g of grid, NaN where g is
-    below x[0]. x (n,) non-decreasing, y (n,), grid (G,) -> (G,)."""
+    below x[0] or beyond x[-1] (the run ended there: its curve must not look like it went on).
+    x (n,) non-decreasing, y (n,), grid (G,) -> (G,)."""
     x, y, grid = (np.asarray(a, dtype=np.float64) for a in (x, y, grid))
+    if not y.size:
+        return np.full(grid.shape, np.nan)
     index = np.searchsorted(x, grid, side="right") - 1
-    out = y[np.clip(index, 0, None)] if y.size else np.full(grid.shape, np.nan)
-    return np.where(index >= 0, out, np.nan)
+    out = y[np.clip(index, 0, None)]
+    return np.where((index >= 0) & (grid <= x[-1]), out, np.nan)
 
 
 def log_grid(curves: Sequence[np.ndarray], points: int = 120) -> np.ndarray:
@@ -400,9 +403,20 @@ def run_variant(problem, variant: Variant, args, console: Console) -> dict[str, 
         entry.update(summarize_runs(entry["runs"]))
     if policy0 is not None:
         console.print(f"{variant.name}: warm-start study (seed 0's policy)")
-        study = warm_start_study(problem, policy0, test_params(problem, m=args.test_size))
+        params = test_params(problem, m=args.test_size)
+        study = warm_start_study(problem, policy0, params)
         entry["warm_start"] = warm_start_summary(study)
+        entry["precision"] = precision_record(evaluate(problem, policy0, params))
     return entry
+
+
+def precision_record(report) -> dict[str, Any]:
+    """Per test instance: relative cost gap (J_pi - J*) / |J*| and final task-space error (None
+    without a task space), for the precision figure (seed 002, Fig. 2)."""
+    relative = (report.policy_cost - report.optimum_cost) / np.maximum(
+        np.abs(report.optimum_cost), 1e-12)
+    final = None if report.final_error is None else np.asarray(report.final_error).tolist()
+    return {"relative_gap": np.asarray(relative).tolist(), "final_error": final}
 
 
 def add_curves(variants: dict[str, dict], points: int) -> dict[str, list]:
@@ -540,17 +554,21 @@ def _power_label(x: float, _position=None) -> str:
 
 
 def write_curves_plot(path: Path, result: Mapping[str, Any]) -> None:
-    """Two panels (sim calls, wall seconds): per variant median gap and IQR band, log-log."""
+    """Two panels (sim calls, wall seconds): per variant median gap and IQR band (where every
+    seed has a value) over thin per-seed curves, log-log."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, (x_key, label) in zip(axes, X_AXES.items(), strict=True):
         for i, (name, v) in enumerate(result["variants"].items()):
+            color = f"C{i}"
+            for run in v["runs"]:  # each seed, thin: visible even where seeds do not overlap
+                ax.plot(run["curve"][x_key], run["curve"]["test_gap"], color=color, lw=0.6,
+                        alpha=0.35)
             curve = v.get("aggregate", {}).get(x_key)
             if curve is None:
                 continue
             grid, med, q25, q75 = (np.asarray(curve[k], dtype=np.float64)
                                    for k in ("grid", "median", "q25", "q75"))
-            color = f"C{i}"
             ax.plot(grid, med, color=color, lw=2, label=f"{name} (n={len(v['runs'])})")
             ax.fill_between(grid, q25, q75, color=color, alpha=0.2, lw=0)
         for t in THRESHOLDS:
@@ -589,6 +607,31 @@ def write_warmstart_plot(path: Path, result: Mapping[str, Any]) -> None:
               loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     ax.set_title(f"{result['settings']['problem']}: warm-starting TO (seed 002, Fig. 7)")
     ax.grid(True, axis="y", alpha=0.3)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_precision_plot(path: Path, result: Mapping[str, Any]) -> None:
+    """Box plots over the test set of seed 0's policy: relative cost gap to J* and final
+    task-space error, per variant, log scales (seed 002, Fig. 2: precision)."""
+    plt = _pyplot()
+    records = {n: v["precision"] for n, v in result["variants"].items() if "precision" in v}
+    panels = [("relative_gap", "(J_pi - J*) / |J*| per test instance")]
+    if any(r["final_error"] is not None for r in records.values()):
+        panels.append(("final_error", "final task-space error ||p(x_T) - p*||"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 1, 4.5), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels, strict=True):
+        names = [n for n, r in records.items() if r[key] is not None]
+        # Floors keep instances where the policy matches or beats J* on the log axis.
+        data = [np.maximum(np.nan_to_num(np.asarray(records[n][key], dtype=float),
+                                         nan=np.inf), 1e-8) for n in names]
+        ax.boxplot([d[np.isfinite(d)] for d in data], whis=(5, 95), showfliers=True)
+        ax.set_xticks(range(1, len(names) + 1), names)
+        ax.set_yscale("log")
+        ax.set_ylabel(label)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(f"{result['settings']['problem']}: precision of seed 0's policy "
+                 "(seed 002, Fig. 2; whiskers 5-95%, floor 1e-8)")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
@@ -640,8 +683,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_markdown(out / f"{stem}.md", result)
     write_curves_plot(out / f"{stem}.png", result)
     write_warmstart_plot(out / f"warmstart_{problem.name}.png", result)
+    write_precision_plot(out / f"precision_{problem.name}.png", result)
     print_summary(Console(width=max(Console().width, 140)), result)
-    console.print(f"wrote {out / stem}.json, .md, .png and warmstart_{problem.name}.png")
+    console.print(f"wrote {out / stem}.json, .md, .png, warmstart_{problem.name}.png and "
+                  f"precision_{problem.name}.png")
     return 1 if any(v["errors"] for v in result["variants"].values()) else 0
 
 

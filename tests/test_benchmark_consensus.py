@@ -68,26 +68,27 @@ def test_variant_lists_and_common_options():
 
 def test_step_interpolation_reads_the_last_evaluation_at_or_before():
     got = consensus.step_interpolate([10, 20, 40], [5.0, 3.0, 1.0], [5, 10, 15, 20, 30, 40, 100])
-    np.testing.assert_array_equal(got, [np.nan, 5, 5, 3, 3, 1, 1])
+    np.testing.assert_array_equal(got, [np.nan, 5, 5, 3, 3, 1, np.nan])
 
 
 def test_median_and_iqr_over_seeds_by_hand():
     # Three seeds, evaluated at different sim-call counts.
     curves = [
         {"sim_calls": np.array([10.0, 20, 40]), "test_gap": np.array([8.0, 4, 1])},
-        {"sim_calls": np.array([5.0, 30]), "test_gap": np.array([6.0, 2])},
-        {"sim_calls": np.array([15.0]), "test_gap": np.array([10.0])},
+        {"sim_calls": np.array([5.0, 30, 40]), "test_gap": np.array([6.0, 2, 2])},
+        {"sim_calls": np.array([15.0, 50]), "test_gap": np.array([10.0, 10])},
     ]
-    grid = np.array([5.0, 10, 15, 20, 30, 40])
-    # Step-wise: [nan 8 8 4 4 1], [6 6 6 6 2 2], [nan nan 10 10 10 10]; a statistic only where
-    # all three seeds have a value. Columns {6,8,10}, {4,6,10}, {2,4,10}, {1,2,10}: median = the
-    # middle one, quartiles halfway to the neighbours (NumPy's linear interpolation).
+    grid = np.array([5.0, 10, 15, 20, 30, 40, 50])
+    # Step-wise: [nan 8 8 4 4 1 nan], [6 6 6 6 2 2 nan], [nan nan 10 10 10 10 10] (a curve ends
+    # at its run's last evaluation); a statistic only where all three seeds have a value.
+    # Columns {6,8,10}, {4,6,10}, {2,4,10}, {1,2,10}: median = the middle one, quartiles
+    # halfway to the neighbours (NumPy's linear interpolation).
     out = consensus.variant_curves(curves, "sim_calls", grid)
     nan = np.nan
     np.testing.assert_array_equal(out["grid"], grid)
-    np.testing.assert_allclose(out["median"], [nan, nan, 8, 6, 4, 2])
-    np.testing.assert_allclose(out["q25"], [nan, nan, 7, 5, 3, 1.5])
-    np.testing.assert_allclose(out["q75"], [nan, nan, 9, 8, 7, 6])
+    np.testing.assert_allclose(out["median"], [nan, nan, 8, 6, 4, 2, nan])
+    np.testing.assert_allclose(out["q25"], [nan, nan, 7, 5, 3, 1.5, nan])
+    np.testing.assert_allclose(out["q75"], [nan, nan, 9, 8, 7, 6, nan])
 
 
 def test_crossings_grid_and_quartiles():
@@ -117,12 +118,12 @@ def _finite(x) -> bool:
 
 
 def test_quick_benchmark_end_to_end(tmp_path):
-    """--quick on lqr with two variants writes the JSON, table and both plots."""
+    """--quick on lqr with two variants writes the JSON, table and the three plots."""
     code = consensus.main(["--quick", "--problem", "lqr", "--variants", "pddp,plal+s",
                            "--out", str(tmp_path)])
     assert code == 0
     for name in ("consensus_lqr.json", "consensus_lqr.md", "consensus_lqr.png",
-                 "warmstart_lqr.png"):
+                 "warmstart_lqr.png", "precision_lqr.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     result = json.loads((tmp_path / "consensus_lqr.json").read_text())
     assert {"settings", "machine", "variants", "grids"} <= set(result)
@@ -146,12 +147,20 @@ def test_quick_benchmark_end_to_end(tmp_path):
         for x_key in ("sim_calls", "wall_seconds"):
             curve = entry["aggregate"][x_key]
             assert len(curve["grid"]) == len(curve["median"]) == len(result["grids"][x_key])
-            assert any(_finite(v) for v in curve["median"])
+            # A median exactly where every seed has been evaluated and has not ended yet.
+            grid = np.asarray(curve["grid"], dtype=float)
+            first = max(r["curve"][x_key][0] for r in entry["runs"])
+            last = min(r["curve"][x_key][-1] for r in entry["runs"])
+            inside = (grid >= first) & (grid <= last)
+            assert [_finite(v) for v in curve["median"]] == inside.tolist()
         warm = entry["warm_start"]
         for key in ("iterations_policy_median", "iterations_zero_median",
                     "iterations_policy_max", "cost_policy_mean", "cost_zero_mean"):
             assert _finite(warm[key]), (name, key)
         assert len(warm["iterations_policy"]) == result["settings"]["test_size"] == 8
+        precision = entry["precision"]
+        assert len(precision["relative_gap"]) == 8
+        assert all(_finite(v) for v in precision["relative_gap"])
     table = (tmp_path / "consensus_lqr.md").read_text()
     assert table.startswith("# Consensus benchmark on lqr")
     assert "| pddp |" in table and "| plal+s |" in table

@@ -1,4 +1,5 @@
-"""PLAL: the consensus penalty's derivatives, every variant end to end, and progress on lqr."""
+"""PLAL: the consensus penalty's derivatives, every variant end to end, progress on lqr,
+convergence to the Riccati policy where the box is inactive, and the ADMM start."""
 
 import csv
 
@@ -8,9 +9,12 @@ import numpy as np
 import pytest
 
 import rlto
+import rlto.nets
 from rlto import ProblemError
 from rlto.algorithms import plal
+from rlto.algorithms.common import new_policy
 from rlto.nets import make_policy
+from rlto.problems import lqr as lqr_problem
 
 TINY = dict(n_problems=8, epochs=2, batch_size=64, hidden=(16, 16), to_max_iter=30)
 
@@ -92,3 +96,53 @@ def test_bad_plal_options():
         plal.PlalConfig(shooting="double")
     with pytest.raises(ProblemError, match="mu must be positive"):
         plal.PlalConfig(mu=0.0)
+
+
+def test_plal_on_lqr_learns_the_riccati_policy_where_the_box_is_inactive(tmp_path):
+    # Bounds |u| <= 1: where the unconstrained optimum from (x, t) never reaches the box, it is
+    # also the constrained optimum, and its control is the Riccati feedback K_t x.
+    problem = rlto.make("lqr")
+    config = problem.config
+    run = rlto.train(problem, algo="plal", seed=0, iterations=10, out=tmp_path, test_size=8,
+                     progress=False, n_problems=64, epochs=30, hidden=(64, 64),
+                     to_max_iter=50, sobolev="stochastic")
+    gains, _ = lqr_problem.riccati(config)
+    a, b, *_ = lqr_problem.matrices(config)
+    x0s = np.asarray(problem.sample(jax.random.key(77), 400)["x0"])
+    states, steps = [], []
+    for x0 in x0s:
+        xs, inside = [x0], True
+        for t in range(config.horizon):
+            u = gains[t] @ xs[-1]
+            inside &= bool(np.all(np.abs(u) < 0.9))
+            xs.append(a @ xs[-1] + b @ u)
+        if inside:  # the whole unconstrained optimum stays inside the box
+            states += xs[:-1:4]
+            steps += list(range(0, config.horizon, 4))
+    assert len(states) >= 50
+    states, steps = np.array(states), np.array(steps, dtype=float)
+    riccati_u = np.einsum("nij,nj->ni", gains[steps.astype(int)], states)
+    params = {rlto.nets.TIME_KEY: steps}
+    learned = np.asarray(rlto.nets.apply_policy(run.policy, states, params))
+    untrained = new_policy(problem, plal.PlalConfig(hidden=(64, 64)), jax.random.key(0))
+    initial = np.asarray(rlto.nets.apply_policy(untrained, states, params))
+    error = np.abs(learned - riccati_u).max(axis=1)
+    assert np.median(error) < 0.03, np.median(error)  # 0.014 measured; |u| reaches 0.9
+    assert np.median(error) < 0.1 * np.median(np.abs(initial - riccati_u).max(axis=1))
+
+
+def test_init_solve_starts_admm_from_to_solutions(lqr):
+    key = jax.random.key(4)
+    states = {how: plal.init(lqr, plal.PlalConfig(init=how, **TINY), key)
+              for how in ("rollout", "solve")}
+    params = states["rollout"].params
+
+    def costs(state):
+        return np.array([float(lqr.trajectory_cost(state.xs[i], state.us[i],
+                                                   {k: v[i] for k, v in params.items()}))
+                         for i in range(TINY["n_problems"])])
+
+    rollout, solved = costs(states["rollout"]), costs(states["solve"])
+    assert np.all(solved <= rollout + 1e-9) and solved.mean() < 0.5 * rollout.mean()
+    assert int(states["solve"].sim_calls) > int(states["rollout"].sim_calls)
+    assert int(states["solve"].to_iterations) > 0 == int(states["rollout"].to_iterations)

@@ -338,13 +338,20 @@ def test_chain_bias_forces_equal_christoffel_form(which):
 
 
 def test_double_pendulum_step_equilibria_and_tip():
-    problem = rlto.make("double_pendulum")
+    single = rlto.make("double_pendulum", substeps=1)
     x = jnp.array([0.3, -0.8, 0.5, 1.1])
     tau = jnp.array([3.0, -2.0])
     _, qdd = _double_pendulum_closed_form(np.asarray(x[:2]), np.asarray(x[2:]), np.asarray(tau))
     v_next = np.asarray(x[2:]) + 0.05 * qdd
     expected = np.concatenate([np.asarray(x[:2]) + 0.05 * v_next, v_next])
-    np.testing.assert_allclose(problem.dynamics(x, tau, 0, {}), expected, rtol=1e-12)
+    np.testing.assert_allclose(single.dynamics(x, tau, 0, {}), expected, rtol=1e-12)
+    # The default step is 4 semi-implicit Euler sub-steps of dt / 4 with the torque held.
+    problem = rlto.make("double_pendulum")
+    quarter = rlto.make("double_pendulum", substeps=1, dt=0.0125)
+    y = x
+    for _ in range(4):
+        y = quarter.dynamics(y, tau, 0, {})
+    np.testing.assert_allclose(problem.dynamics(x, tau, 0, {}), y, rtol=1e-12)
     zero = jnp.zeros(2)
     for rest in ([0.0, 0.0, 0.0, 0.0], [math.pi, 0.0, 0.0, 0.0]):
         np.testing.assert_allclose(problem.dynamics(jnp.array(rest), zero, 0, {}), rest, atol=1e-13)
@@ -357,6 +364,15 @@ def test_double_pendulum_step_equilibria_and_tip():
         tip, [math.sin(q1) + math.sin(q2), -math.cos(q1) - math.cos(q2)], rtol=1e-14
     )
     assert np.all(problem.u_upper < np.array([29.43, np.inf])) and np.all(problem.u_upper > 0)
+
+
+def test_double_pendulum_passive_rollouts_stay_bounded():
+    # With one 0.05 s Euler step, 2 of these 100 states gained energy until they overflowed.
+    problem = rlto.make("double_pendulum")
+    params = problem.sample(jax.random.key(2_000_003), 100)
+    zeros = jnp.zeros((problem.horizon, problem.nu))
+    xs = np.asarray(jax.vmap(problem.rollout, in_axes=(None, 0))(zeros, params))
+    assert np.isfinite(xs).all() and np.abs(xs[..., 2:]).max() < 30.0
 
 
 def test_double_pendulum_energy_conserved_without_torque():

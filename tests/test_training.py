@@ -78,6 +78,10 @@ def test_bad_training_options_are_reported(lqr, tmp_path):
         rlto.train(lqr, algo="pddp", iterations=1, out=tmp_path, sobolew="full")
     with pytest.raises(ProblemError, match="sobolev must be one of"):
         pddp.PddpConfig(sobolev="partial")
+    with pytest.raises(ProblemError, match="tuple of positive layer widths"):
+        pddp.PddpConfig(hidden=256)
+    with pytest.raises(ProblemError, match="policy_dtype must be one of"):
+        pddp.PddpConfig(policy_dtype="float16")
     with pytest.raises(ProblemError, match="needs a budget"):
         rlto.train(lqr, algo="pddp", out=tmp_path)
 

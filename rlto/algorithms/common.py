@@ -13,10 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import rlto
 from rlto import losses
 from rlto.nets import Policy, make_policy, trainable
 from rlto.problem import Problem, ProblemError
-from rlto.solver import Result
+from rlto.solver import Result, Status
 
 SOBOLEV_MODES = ("none", "full", "stochastic")
 
@@ -44,7 +45,7 @@ class LearningConfig:
     than float64, and precise enough for gaps of 1e-3) or "float64"."""
     sobolev: str = "stochastic"
     """Gain matching: "none", "full" (eq. 8) or "stochastic" (one random direction per sample)."""
-    sobolev_weight: float = 1e-2
+    sobolev_weight: float = 1e-3
     """Weight of the Sobolev term relative to the control-matching term."""
     constrained: bool = True
     """Control bounds in the TO step; False is the paper's `-C` ablation (bounds only in tanh)."""
@@ -56,6 +57,13 @@ class LearningConfig:
     def __post_init__(self):
         self._check_choice("sobolev", SOBOLEV_MODES)
         self._check_choice("policy_dtype", ("float32", "float64"))
+        widths = self.hidden if isinstance(self.hidden, tuple | list) else None
+        if not widths or not all(isinstance(w, int) and w >= 1 for w in widths):
+            raise ProblemError(
+                f"hidden must be a tuple of positive layer widths, e.g. (256, 256); got "
+                f"{self.hidden!r}."
+            )
+        object.__setattr__(self, "hidden", tuple(widths))  # hashable: the config is jit-static
         for name in ("n_problems", "epochs", "batch_size", "to_max_iter"):
             if int(getattr(self, name)) < 1:
                 raise ProblemError(f"{name} must be a positive integer, got {getattr(self, name)}.")
@@ -165,3 +173,39 @@ def lower_cost(results: list, margin: float = 0.0) -> Result:
             for f in dataclasses.fields(best)
         })
     return best
+
+
+def usable_solves(result: Result) -> np.ndarray:
+    """(n,) bool: the solves worth learning from: everything finite, and stopped by convergence
+    or the iteration limit. A solve that hit the regularisation limit from a diverged warm start
+    can report a finite cost of 1e90, which would swamp a regression loss."""
+    finite = np.isfinite(result.cost) & np.isfinite(result.us).all(axis=(1, 2))
+    finite &= np.isfinite(result.xs).all(axis=(1, 2)) & np.isfinite(result.K).all(axis=(1, 2, 3))
+    stopped_well = np.isin(result.status, [int(Status.CONVERGED), int(Status.MAX_ITERATIONS)])
+    return finite & stopped_well
+
+
+def finite_warm_start(xs: np.ndarray, us: np.ndarray) -> np.ndarray:
+    """A policy rollout's controls (n, T, nu) as a TO warm start, with zero controls for the
+    instances whose rollout diverged (any non-finite state xs (n, T+1, nx) or control): an
+    untrained policy can drive e.g. the double pendulum's integration to overflow, and the
+    solver rightly refuses a non-finite guess."""
+    xs, us = np.asarray(xs), np.asarray(us)
+    diverged = ~(np.isfinite(xs).all(axis=(1, 2)) & np.isfinite(us).all(axis=(1, 2)))
+    return np.where(diverged[:, None, None], 0.0, us)
+
+
+def solve_from_each(problem: Problem, params, inits: list, config: LearningConfig,
+                    margin: float = 0.0) -> tuple[Result, int, int]:
+    """The TO step from several warm starts (controls (n, T, nu) or None for zeros), keeping
+    each instance's lower cost (`lower_cost`, in the order given).
+
+    Returns (result, simulator calls, TO iterations), the counts summed over every solve."""
+    results = [
+        rlto.solve(to_problem(problem, config.constrained), params, init=init,
+                   max_iter=config.to_max_iter, tol=config.to_tol)
+        for init in inits
+    ]
+    calls = sum(int(r.sim_calls.sum()) for r in results)
+    iterations = sum(int(r.iterations.sum()) for r in results)
+    return lower_cost(results, margin), calls, iterations

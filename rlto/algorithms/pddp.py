@@ -20,16 +20,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import rlto
 from rlto import losses
 from rlto.algorithms.common import (
     LearningConfig,
+    finite_warm_start,
     fit_policy,
     gain_matching_loss,
     init_optimizer,
-    lower_cost,
     new_policy,
-    to_problem,
+    solve_from_each,
+    usable_solves,
 )
 from rlto.evaluate import policy_rollout
 from rlto.nets import Policy, broadcast_params, set_normalization, with_steps
@@ -83,7 +83,7 @@ def supervised_loss(policy: Policy, batch: dict, key: jax.Array, config: PddpCon
 
 def _dataset(problem: Problem, result, params, policy: Policy) -> dict:
     """TO state-control-gain triples of the usable instances: dict of (m, ...) arrays."""
-    usable = np.isfinite(result.cost) & np.all(np.isfinite(result.us), axis=(1, 2))
+    usable = usable_solves(result)
     T = problem.horizon
     xs = result.xs[usable, :T]
     usable_params = {k: np.asarray(v)[usable] for k, v in params.items()}
@@ -103,20 +103,17 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
     rollout_calls = 0
     inits = [None]
     if config.warm_start in ("policy", "best"):
-        _, policy_us, _ = policy_rollout(problem, state.policy, params)
+        rollout_xs, rollout_us, _ = policy_rollout(problem, state.policy, params)
+        policy_us = finite_warm_start(rollout_xs, rollout_us)
         rollout_calls = config.n_problems * problem.horizon
         inits = [policy_us] if config.warm_start == "policy" else [policy_us, None]
-    results = [
-        rlto.solve(to_problem(problem, config.constrained), params, init=init,
-                   max_iter=config.to_max_iter, tol=config.to_tol)
-        for init in inits
-    ]
-    result = lower_cost(results, margin=BEST_MARGIN)
+    result, to_calls, to_iterations = solve_from_each(problem, params, inits, config,
+                                                       margin=BEST_MARGIN)
     policy = state.policy
     if int(state.iteration) == 0:
         # Normalise the inputs over the states the policy will be trained on, once, before any
         # weight update (the sampler's x0 alone under-represents e.g. swing-up velocities).
-        ok = np.isfinite(result.cost)
+        ok = usable_solves(result)
         ok_params = {k: np.asarray(v)[ok] for k, v in params.items()}
         policy = set_normalization(policy, result.xs[ok, : problem.horizon],
                                    with_steps(ok_params, int(ok.sum()), problem.horizon))
@@ -124,14 +121,14 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
     policy, opt_state, (regression, gains) = fit_policy(
         policy, state.opt_state, data, fit_key, supervised_loss, config
     )
-    calls = sum(int(r.sim_calls.sum()) for r in results) + rollout_calls
+    calls = to_calls + rollout_calls
     new_state = PddpState(
         policy=policy,
         opt_state=opt_state,
         key=key,
         iteration=state.iteration + 1,
         sim_calls=state.sim_calls + calls,
-        to_iterations=state.to_iterations + sum(int(r.iterations.sum()) for r in results),
+        to_iterations=state.to_iterations + to_iterations,
     )
     info = {
         "regression_loss": float(regression),

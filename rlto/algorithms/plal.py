@@ -32,11 +32,14 @@ import rlto
 from rlto import ExtraCost
 from rlto.algorithms.common import (
     LearningConfig,
+    finite_warm_start,
     fit_policy,
     gain_matching_loss,
     init_optimizer,
     new_policy,
+    solve_from_each,
     to_problem,
+    usable_solves,
 )
 from rlto.evaluate import policy_rollout
 from rlto.nets import (
@@ -65,11 +68,16 @@ class PlalConfig(LearningConfig):
     """"bcl": factor by which mu grows when the consensus violation is above eta."""
     mu_max: float = 1e4
     """"bcl": upper limit of mu."""
+    init: str = "solve"
+    """First OC iterate (x, u): "rollout" of the initial policy, or "solve": the OCP solved
+    without the consensus term from the better of that rollout and zero controls, so that ADMM
+    starts from TO solutions rather than from a random network's behaviour."""
 
     def __post_init__(self):
         super().__post_init__()
         self._check_choice("shooting", ("single", "multiple"))
         self._check_choice("penalty", ("fixed", "bcl"))
+        self._check_choice("init", ("rollout", "solve"))
         if not self.mu > 0:
             raise ProblemError(f"mu must be positive, got {self.mu}.")
 
@@ -98,7 +106,12 @@ class PlalState(NamedTuple):
 
 
 def single_shooting_penalty(x, u, t, params, policy):
-    """lambda_t'(u - pi(x)) + mu/2 ||u - pi(x)||^2 (eq. 13's term), pi differentiated in x."""
+    """lambda_t'(u - pi(x)) + mu/2 ||u - pi(x)||^2 (eq. 13's term), pi differentiated in x.
+
+    DDP takes the exact Hessian, network second derivatives included. A Gauss-Newton form built
+    from the policy Jacobian (jax.jacrev at a stop-gradient copy of x) measured about 1.6x
+    slower per PLAL iteration on lqr, probably because every cost evaluation (the line search's
+    too) then computes the Jacobian."""
     diff = u - policy(x, at_step(params, t))
     return params["lam"][t] @ diff + 0.5 * params["mu"] * diff @ diff
 
@@ -115,21 +128,30 @@ def multiple_shooting_penalty(x, u, t, params, shared):
 
 
 def init(problem: Problem, config: PlalConfig, key: jax.Array) -> PlalState:
-    """A fresh policy, the fixed sampled set, and its rollout as the first OC warm start."""
+    """A fresh policy, the fixed sampled set, and the first OC iterate: the policy's rollout,
+    or (config.init="solve") the TO solution from the better of that rollout and zeros."""
     policy_key, sample_key, key = jax.random.split(key, 3)
     policy = new_policy(problem, config, policy_key)
     params = {k: jnp.asarray(v) for k, v in problem.sample(sample_key, config.n_problems).items()}
     xs, us, _ = policy_rollout(problem, policy, params)
+    us = finite_warm_start(xs, us)
+    if config.init == "rollout":  # diverged instances start from zero controls' rollout
+        xs = np.asarray(jax.vmap(problem.rollout)(jnp.asarray(us), params))
     n, T = config.n_problems, problem.horizon
-    zero = jnp.asarray(0, dtype=jnp.int64)
+    sim_calls, to_iterations = n * T, 0  # the warm-start rollout
+    if config.init == "solve":
+        best, calls, iterations = solve_from_each(problem, params, [us, None], config)
+        usable = usable_solves(best)[:, None, None]
+        xs, us = np.where(usable, best.xs, xs), np.where(usable, best.us, us)
+        sim_calls, to_iterations = sim_calls + calls, iterations
     mu = jnp.full(n, config.mu)
     return PlalState(
         policy=policy,
         opt_state=init_optimizer(policy, config),
         key=key,
-        iteration=zero,
-        sim_calls=jnp.asarray(n * T, dtype=jnp.int64),  # the warm-start rollout
-        to_iterations=zero,
+        iteration=jnp.asarray(0, dtype=jnp.int64),
+        sim_calls=jnp.asarray(sim_calls, dtype=jnp.int64),
+        to_iterations=jnp.asarray(to_iterations, dtype=jnp.int64),
         params=params,
         xs=jnp.asarray(xs),
         us=jnp.asarray(us),
@@ -181,7 +203,7 @@ def step(problem: Problem, config: PlalConfig, state: PlalState) -> tuple[PlalSt
         to_problem(problem, config.constrained), oc_params, init=(state.xs, state.us),
         max_iter=config.to_max_iter, tol=config.to_tol, extra_cost=extra,
     )
-    usable = jnp.asarray(np.isfinite(result.cost))
+    usable = jnp.asarray(usable_solves(result))
     xs = jnp.where(usable[:, None, None], result.xs, state.xs)
     us = jnp.where(usable[:, None, None], result.us, state.us)
 
