@@ -203,7 +203,10 @@ def step(problem: Problem, config: PlalConfig, state: PlalState) -> tuple[PlalSt
         to_problem(problem, config.constrained), oc_params, init=(state.xs, state.us),
         max_iter=config.to_max_iter, tol=config.to_tol, extra_cost=extra,
     )
-    usable = jnp.asarray(usable_solves(result))
+    # Finite is enough here: OC steps start from the previous OC solution, never from a diverged
+    # rollout. Dropping the solves that stopped at the regularisation limit (as PDDP does) made
+    # the lqr demo's gap climb from 0.46% to 1.5% after iteration 4 instead of falling to 0.19%.
+    usable = jnp.asarray(np.isfinite(result.cost) & np.isfinite(result.us).all(axis=(1, 2)))
     xs = jnp.where(usable[:, None, None], result.xs, state.xs)
     us = jnp.where(usable[:, None, None], result.us, state.us)
 
