@@ -34,7 +34,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -50,11 +49,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-import jax  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import rlto  # noqa: E402
+from benchmarks import machine_info  # noqa: E402
 from rlto.cli import _override as parse_override  # noqa: E402
 from rlto.evaluate import evaluate, test_params, warm_start_study  # noqa: E402
 from rlto.problem import ProblemError  # noqa: E402
@@ -319,17 +318,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def machine() -> dict[str, Any]:
     """Where and when the benchmark ran."""
-    device = jax.devices()[0]
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jax_device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
-        "load_average_start": list(os.getloadavg()),
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
+    now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    return {**machine_info.machine(), "date": now}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -51,6 +50,7 @@ from rich.progress import (  # noqa: E402
 )
 
 import rlto  # noqa: E402
+from benchmarks import machine_info  # noqa: E402
 from rlto import reference  # noqa: E402
 
 KINDS = ("numpy", "native", "jax")
@@ -107,19 +107,8 @@ def machine() -> dict:
     import crocoddyl
     import pinocchio
 
-    device = jax.devices()[0]
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jax_backend": jax.default_backend(),
-        "jax_device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
-        "crocoddyl": crocoddyl.__version__,
-        "pinocchio": pinocchio.__version__,
-        "load_average_start": list(os.getloadavg()),
-    }
+    return {**machine_info.machine(), "jax_backend": jax.default_backend(),
+            "crocoddyl": crocoddyl.__version__, "pinocchio": pinocchio.__version__}
 
 
 def prefix(params: dict, n: int) -> dict:
