@@ -470,6 +470,97 @@ def _print_evaluation(summary: dict) -> None:
     Console().print(table)
 
 
+# ---------------------------------------------------------------------------------------------
+# rlto bench
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `rlto bench`."""
+    parser.add_argument("study", choices=["warmstart"],
+                        help="warmstart: CACTO's table, TO from the policy vs random and ICS")
+    add_train_arguments(parser)
+    for action in parser._actions:  # the training options, with this command's defaults
+        if action.dest == "algo":
+            action.default, action.help = "cacto", "algorithm to train (default cacto)"
+        if action.dest == "out":
+            action.help = ("output directory (default runs/bench-STUDY-NAME-ALGO-seedSEED); the "
+                           "training run goes to OUT/train and resumes from its checkpoint")
+    parser.add_argument("--run", dest="policy_run", type=Path, default=None,
+                        help="use this trained run's policy instead of training one")
+    parser.add_argument("--max-iter", type=_positive_int, default=200,
+                        help="TO iterations per solve in the study (default 200)")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Train (or load) a policy, then compare TO warm starts on the problem's hard region (its
+    test set where it has none); write warmstart.{json,md} and PNGs of costs and paths."""
+    import jax
+
+    import rlto
+    from rlto import plots
+    from rlto.evaluate import (
+        hard_region,
+        test_params,
+        warm_start_comparison,
+        warm_start_solutions,
+    )
+
+    problem = make_problem(args.name, dict(args.overrides))
+    out = args.out or Path("runs") / f"bench-{args.study}-{args.name}-{args.algo}-seed{args.seed}"
+    if args.policy_run is not None:
+        policy, source = rlto.load_policy(args.policy_run), str(args.policy_run)
+    else:
+        seconds = 60.0 if args.seconds is None and args.iterations is None else args.seconds
+        run = rlto.train(problem, algo=args.algo, seed=args.seed, seconds=seconds,
+                         iterations=args.iterations, out=out / "train",
+                         test_size=args.test_size, progress=not args.json,
+                         **dict(args.options))
+        policy, source = run.policy, run.out
+    params = hard_region(problem)
+    region = "hard region"
+    if params is None:
+        params, region = test_params(problem, m=args.test_size), "test set"
+    solutions = warm_start_solutions(problem, policy, params, jax.random.key(args.seed + 1),
+                                     max_iter=args.max_iter)
+    table = {"problem": problem.name, "instances": region, "policy": source,
+             "algo": args.algo, "seed": args.seed, **warm_start_comparison(solutions)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "warmstart.json").write_text(json.dumps(to_jsonable(table), indent=2))
+    (out / "warmstart.md").write_text(warm_start_markdown(table))
+    plots.plot_cost_distributions(
+        {name: solutions[name].cost for name in solutions}, out / "warmstart_costs.png",
+        title=f"{problem.name}, {region}: TO cost by warm start")
+    for name, result in solutions.items():
+        plots.plot_trajectories(problem, result, out / f"warmstart_paths_{name}.png",
+                                params=params)
+    if args.json:
+        print(json.dumps(to_jsonable({k: v for k, v in table.items()
+                                      if not isinstance(v, list)}), indent=2))
+    else:
+        print(warm_start_markdown(table))
+        print(f"written to {out}")
+    return EXIT_OK
+
+
+def warm_start_markdown(table: dict) -> str:
+    """CACTO's table as markdown: the share of instances where TO from the policy is strictly
+    lower (lower or equal) than from random controls and from the ICS guess, and mean costs."""
+    def pct(key):
+        return f"{100 * table[key]:.1f}%"
+
+    return "\n".join([
+        f"## {table['problem']}: TO warm starts on the {table['instances']} (n = {table['n']})",
+        "",
+        "| policy < (<=) random | policy < (<=) ICS | mean cost policy | random | ICS |",
+        "|---|---|---|---|---|",
+        f"| {pct('share_lower_than_random')} ({pct('share_lower_equal_than_random')}) "
+        f"| {pct('share_lower_than_ics')} ({pct('share_lower_equal_than_ics')}) "
+        f"| {table['cost_policy_mean']:.4g} | {table['cost_random_mean']:.4g} "
+        f"| {table['cost_ics_mean']:.4g} |",
+        "",
+    ])
+
+
 # name -> (add_arguments(parser), run(args) -> exit code, one-line help).
 # Later: compare, bench.
 COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
@@ -480,4 +571,6 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "train": (add_train_arguments, run_train,
               "train a policy (resumable run directory: config, metrics, checkpoints, plots)"),
     "eval": (add_eval_arguments, run_eval, "evaluate a trained policy on its test set"),
+    "bench": (add_bench_arguments, run_bench,
+              "studies of a trained policy; warmstart: CACTO's table of TO warm starts"),
 }

@@ -33,7 +33,7 @@ import numpy as np
 
 from rlto.nets import at_step
 from rlto.problem import Problem, ProblemError
-from rlto.solver import solve
+from rlto.solver import Result, solve
 
 TEST_SEED = 2_000_003
 """Seed of every test set: `problem.sample(jax.random.key(TEST_SEED), m)`.
@@ -588,3 +588,66 @@ def warm_start_study(
         "share_fewer_iterations": float(np.mean(it_p < it_z)),
         "share_lower_cost": float(np.mean(from_policy.cost < from_zero.cost - 1e-9 * scale)),
     }
+
+
+WARM_STARTS = ("policy", "random", "ics")
+"""The warm starts of CACTO's table: the policy's rollout, random controls, and the
+initial-condition guess (ICS: every state x0, zero controls)."""
+
+
+def warm_start_solutions(
+    problem: Problem, policy: Policy, params, key: jax.Array, tol: float = 1e-6,
+    max_iter: int = 200,
+) -> dict[str, Result]:
+    """TO of the instances `params` from each of WARM_STARTS: name -> Result.
+
+    key draws the random controls (uniform in the box, see _random_controls)."""
+    problem.check_params(params)
+    n, T = np.shape(params["x0"])[0], problem.horizon
+    _, us, _ = policy_rollout(problem, policy, params)
+    x0 = np.asarray(params["x0"], dtype=np.float64)
+    inits = {
+        "policy": us,
+        "random": _random_controls(problem, key, n),
+        "ics": (np.repeat(x0[:, None], T + 1, axis=1), np.zeros((n, T, problem.nu))),
+    }
+    return {name: solve(problem, params, init=inits[name], max_iter=max_iter, tol=tol)
+            for name in WARM_STARTS}
+
+
+def warm_start_comparison(solutions: Mapping[str, Result], equal_rtol: float = 1e-5
+                          ) -> dict[str, Any]:
+    """CACTO's table (seed 000) from `warm_start_solutions`: the share of instances where TO
+    warm-started by the policy ends strictly lower, and lower or equal, than from random
+    controls and from the ICS guess. Costs within equal_rtol * max(|c|, 1) count as equal.
+
+    Returns a JSON-ready dict: per instance cost_{policy,random,ics} (lists),
+    share_{lower,lower_equal}_than_{random,ics}, cost_{...}_{mean,std,median}, n.
+    """
+    costs = {name: np.asarray(solutions[name].cost) for name in WARM_STARTS}
+    out: dict[str, Any] = {"n": int(costs["policy"].shape[0])}
+    for name, cost in costs.items():
+        out[f"cost_{name}"] = [_json_number(float(c)) for c in cost]
+        out[f"cost_{name}_mean"] = _json_number(float(np.mean(cost)))
+        out[f"cost_{name}_std"] = _json_number(float(np.std(cost)))
+        out[f"cost_{name}_median"] = _json_number(float(np.median(cost)))
+    mine = costs["policy"]
+    for other in ("random", "ics"):
+        theirs = costs[other]
+        slack = equal_rtol * np.maximum(np.maximum(np.abs(mine), np.abs(theirs)), 1.0)
+        out[f"share_lower_than_{other}"] = float(np.mean(mine < theirs - slack))
+        out[f"share_lower_equal_than_{other}"] = float(np.mean(mine <= theirs + slack))
+    return out
+
+
+def hard_region(problem: Problem) -> dict[str, np.ndarray] | None:
+    """CACTO's hard-region instances of a built-in CACTO problem ({"x0": (m, nx)}), or None
+    for a problem that has none."""
+    from rlto.problems import car, integrators, manipulator3
+
+    makers = {"single_integrator": integrators.hard_region,
+              "double_integrator": integrators.hard_region, "car": car.hard_region,
+              "manipulator3": manipulator3.hard_region}
+    if problem.name not in makers:
+        return None
+    return {"x0": np.asarray(makers[problem.name](problem.config), dtype=np.float64)}

@@ -10,6 +10,7 @@ all samples (all leading axes).
     Sobolev             eq. 8:  mean 1/2 ||K - d pi/dx (x)||_F^2
     stochastic Sobolev  sec. III: mean nu/2 ||v'K - d(v'pi)/dx (x)||^2, v uniform on the sphere
     consensus penalty   eqs. 12-13: lam'(u - pi) + mu/2 ||u - pi||^2, per sample
+    TD(N) targets       CACTO: N-step partial costs-to-go and where a critic must bootstrap
 
 The consensus penalty is used twice by the augmented-Lagrangian algorithms: as an extra running
 cost of the TO step (with pi(x) a fixed target, or the policy evaluated at the solver's x) and
@@ -106,6 +107,32 @@ def consensus_penalty(
     return jnp.sum(jnp.asarray(lam) * diff, axis=-1) + 0.5 * jnp.asarray(mu) * jnp.sum(
         diff**2, axis=-1
     )
+
+
+def td_n_targets(
+    running: jax.Array, terminal: jax.Array, n_steps: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """TD(N) pieces of episodes' cost-to-go: running (E, T) costs l_t, terminal (E,) l_T.
+
+    For each step t the N-step target is  y_t = sum_{k=t}^{min(t+N, T)-1} l_k + tail, with
+    tail = V(x_{t+N}, t+N) when t + N < T (bootstrapped by a critic) and l_T otherwise (the
+    episode's end is inside the window: Monte Carlo). Returns
+      partial (E, T): the sum of the known costs (l_T included where the window reaches T),
+      boot_step (E, T) int: t + N where the critic is needed, T otherwise,
+      bootstrap (E, T) bool: t + N < T.
+    """
+    running = jnp.asarray(running)
+    E, T = running.shape
+    if n_steps < 1:
+        raise ValueError(f"TD(N) needs N >= 1 steps, got {n_steps}.")
+    cumulative = jnp.concatenate([jnp.zeros((E, 1), running.dtype), jnp.cumsum(running, 1)], 1)
+    t = jnp.arange(T)
+    end = jnp.minimum(t + n_steps, T)
+    partial = cumulative[:, end] - cumulative[:, t]
+    bootstrap = t + n_steps < T
+    partial = partial + jnp.where(bootstrap, 0.0, jnp.asarray(terminal)[:, None])
+    boot_step = jnp.broadcast_to(jnp.where(bootstrap, t + n_steps, T), (E, T))
+    return partial, boot_step, jnp.broadcast_to(bootstrap, (E, T))
 
 
 def _check_trailing(a: jax.Array, n: int, name: str) -> None:

@@ -84,6 +84,27 @@ def plot_cost_histogram(result_or_arrays: Any, path: str | os.PathLike | None = 
     return fig
 
 
+def plot_cost_distributions(costs: Mapping[str, Any], path: str | os.PathLike | None = None,
+                            title: str = "") -> Figure:
+    """Box plots (with every instance as a dot) of final costs per method: costs maps a label to
+    (n,) costs, e.g. TO from each warm start. Non-finite costs are left out and counted."""
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.subplots()
+    labels = list(costs)
+    values = [np.asarray(costs[k], dtype=float) for k in labels]
+    finite = [v[np.isfinite(v)] for v in values]
+    ax.boxplot(finite, showfliers=False)
+    ax.set_xticks(range(1, len(labels) + 1), labels)
+    rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
+    for i, v in enumerate(finite, start=1):
+        ax.plot(i + rng.uniform(-0.15, 0.15, v.size), v, ".", alpha=0.4, color=CONVERGED_COLOR)
+    dropped = sum(int(v.size - f.size) for v, f in zip(values, finite, strict=True))
+    ax.set_ylabel("final TO cost")
+    ax.set_title(title + (f" ({dropped} non-finite left out)" if dropped else ""))
+    _save(fig, path)
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------
 # Inputs.
 

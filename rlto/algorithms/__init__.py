@@ -5,9 +5,11 @@ with at least `policy`, `iteration`, `sim_calls`, `to_iterations`) and
 `step(problem, config, state) -> (state, info dict)`: one outer iteration of its paper's loop.
 """
 
-from rlto.algorithms import pddp, plal
+from rlto.algorithms import cacto, pddp, plal
 
 ALGORITHMS = {
     "pddp": (pddp, pddp.PddpConfig),
     "plal": (plal, plal.PlalConfig),
+    "cacto": (cacto, cacto.CactoConfig),
+    "cacto-sl": (cacto, cacto.CactoSlConfig),
 }

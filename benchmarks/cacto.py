@@ -1,0 +1,257 @@
+"""CACTO benchmark: seed 000's warm-start table, CACTO-SL's episode savings, wall time.
+
+For each problem, variant and seed, CACTO's loop runs `--loops` times; every `--eval-every`
+loops (and after the last) the actor warm-starts TO on the problem's hard region, against TO from
+random controls and from the initial-condition guess (rlto.evaluate.warm_start_solutions). The
+training wall time (JIT compilation included, the evaluations excluded) and the TO episodes are
+recorded at each evaluation.
+
+Variants: `cacto`, `cacto-sl` (Sobolev learning of the value), and the suffix `+bic` (biased
+initial states from the std-critic), e.g. cacto+bic, cacto-sl+bic.
+
+Writes <out>/cacto_<problem>.json (settings, machine, every evaluation), cacto_<problem>.png
+(hard-region mean TO cost from the actor's warm start and the share strictly below random, vs
+TO episodes; median and interquartile band over seeds) and cacto.md (the table, with the
+published figures and the 10x wall-time targets).
+
+    python benchmarks/cacto.py --problems single_integrator --variants cacto,cacto-sl --seeds 5
+    python benchmarks/cacto.py --quick --out /tmp/b                  # smoke test (a minute)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+import rlto  # noqa: E402
+from benchmarks import machine_info  # noqa: E402
+from rlto.algorithms import cacto  # noqa: E402
+from rlto.cli import _override as parse_override  # noqa: E402
+from rlto.evaluate import hard_region, warm_start_comparison, warm_start_solutions  # noqa: E402
+from rlto.problem import ProblemError  # noqa: E402
+
+PUBLISHED = {  # seed 000's table: strictly lower than random / than ICS (percent)
+    "single_integrator": (99.1, 92.0),
+    "double_integrator": (99.9, 92.0),
+    "car": (100.0, 92.9),
+    "manipulator3": (87.5, 100.0),
+}
+"""CACTO's published shares (seed 000)."""
+PUBLISHED_MINUTES = {"single_integrator": 23.0, "double_integrator": 23.0, "car": 224.0,
+                     "manipulator3": 335.0}
+"""CACTO-BIC's published single-core CPU training times (arXiv 2602.19699; 'point mass' for
+both integrators); the target is a tenth of each."""
+
+
+def variant_config(name: str, options: dict) -> cacto.CactoConfig:
+    """The config of a variant name (cacto | cacto-sl, optional +bic) with options applied."""
+    base, _, suffix = name.partition("+")
+    if base not in ("cacto", "cacto-sl") or suffix not in ("", "bic"):
+        raise ProblemError(f"unknown variant {name!r}; use cacto or cacto-sl, optionally +bic.")
+    config_type = cacto.CactoSlConfig if base == "cacto-sl" else cacto.CactoConfig
+    extra = {"initial_states": "biased"} if suffix == "bic" else {}
+    return config_type(**{**extra, **options})
+
+
+def run_one(problem, config: cacto.CactoConfig, seed: int, loops: int, eval_every: int,
+            instances: dict, max_iter: int) -> list[dict]:
+    """One training run; a list of evaluations (loop, episodes, sim calls, wall, table)."""
+    state = cacto.init(problem, config, jax.random.key(seed))
+    wall, evaluations = 0.0, []
+    for loop in range(1, loops + 1):
+        start = time.perf_counter()
+        state, info = cacto.step(problem, config, state)
+        jax.block_until_ready(state.policy)
+        wall += time.perf_counter() - start
+        if loop % eval_every == 0 or loop == loops:
+            solutions = warm_start_solutions(problem, state.policy, instances,
+                                             jax.random.key(10_000 + seed), max_iter=max_iter)
+            table = warm_start_comparison(solutions)
+            evaluations.append({
+                "loop": loop, "episodes": int(state.episodes), "sim_calls": int(state.sim_calls),
+                "wall_seconds": wall, **{k: v for k, v in table.items()},
+                **{f"info_{k}": v for k, v in info.items()},
+            })
+            print(f"  loop {loop}: episodes {int(state.episodes)}, {wall:.0f} s, "
+                  f"< random {table['share_lower_than_random']:.1%}, "
+                  f"< ICS {table['share_lower_than_ics']:.1%}, "
+                  f"mean cost {table['cost_policy_mean']:.4g}", flush=True)
+    return evaluations
+
+
+def band(runs: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(episodes, median, q25, q75) of `key` over seeds at each evaluation index (runs share the
+    schedule, so the i-th evaluations line up)."""
+    n = min(len(r) for r in runs)
+    episodes = np.array([np.median([r[i]["episodes"] for r in runs]) for i in range(n)])
+    values = np.array([[r[i][key] for r in runs] for i in range(n)], dtype=float)
+    return (episodes, np.median(values, 1), np.percentile(values, 25, 1),
+            np.percentile(values, 75, 1))
+
+
+def plot_problem(problem_name: str, results: dict[str, list[list[dict]]], path: Path) -> None:
+    """Mean TO cost from the actor's warm start and share below random, vs episodes."""
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax_cost, ax_share = fig.subplots(1, 2)
+    for variant, runs in results.items():
+        for ax, key in ((ax_cost, "cost_policy_mean"), (ax_share, "share_lower_than_random")):
+            x, median, lo, hi = band(runs, key)
+            scale = 100.0 if key.startswith("share") else 1.0
+            ax.plot(x, scale * median, marker="o", label=variant)
+            ax.fill_between(x, scale * lo, scale * hi, alpha=0.2)
+    first = next(iter(results.values()))[0][-1]
+    ax_cost.axhline(first["cost_random_mean"], color="gray", ls="--", label="TO from random")
+    ax_cost.axhline(first["cost_ics_mean"], color="black", ls=":", label="TO from ICS")
+    ax_cost.set(xlabel="TO episodes", ylabel="hard-region mean TO cost",
+                title="TO warm-started by the actor")
+    ax_share.set(xlabel="TO episodes", ylabel="% strictly below TO from random", ylim=(0, 100))
+    if problem_name in PUBLISHED:
+        ax_share.axhline(PUBLISHED[problem_name][0], color="gray", ls="--", label="published")
+    for ax in (ax_cost, ax_share):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"CACTO on {problem_name}: median and IQR over seeds")
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=120)
+
+
+def episodes_to_reach(runs: list[list[dict]], cost: float) -> float:
+    """Median episodes of the first evaluation whose median hard-region cost is <= cost."""
+    x, median, _, _ = band(runs, "cost_policy_mean")
+    hit = np.nonzero(median <= cost)[0]
+    return float(x[hit[0]]) if hit.size else float("nan")
+
+
+def markdown(all_results: dict[str, dict[str, list[list[dict]]]], settings: dict) -> str:
+    """The table over problems and variants (final evaluation, median over seeds)."""
+    lines = [
+        "# CACTO: TO warm-started by the actor on the hard region",
+        "",
+        f"{settings['date']}, {settings['machine']['processor']} "
+        f"({settings['machine']['cpu_count']} CPUs), JAX on {settings['machine']['jax_device']}. "
+        f"Command: `{settings['command']}`",
+        "",
+        "Shares: instances where TO from the actor ends strictly lower (lower or equal) than "
+        "from random controls / from the ICS guess; median over seeds [min, max]. Cost: mean "
+        "hard-region TO cost from the actor, mean (std) over seeds. Wall: training time with "
+        "JIT compilation, evaluations excluded.",
+        "",
+        "| problem | variant | seeds | episodes | < random % | < ICS % | published (<rand, <ICS) "
+        "| TO cost actor | random | ICS | wall min | target min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for problem_name, results in all_results.items():
+        for variant, runs in results.items():
+            final = [r[-1] for r in runs]
+
+            def share(key, final=final):
+                v = 100 * np.array([f[key] for f in final])
+                low_equal = 100 * np.median([f[key.replace("lower", "lower_equal")]
+                                             for f in final])
+                return f"{np.median(v):.1f} ({low_equal:.1f}) [{v.min():.1f}, {v.max():.1f}]"
+
+            costs = np.array([f["cost_policy_mean"] for f in final])
+            published = PUBLISHED.get(problem_name, ("-", "-"))
+            target = PUBLISHED_MINUTES.get(problem_name)
+            lines.append(
+                f"| {problem_name} | {variant} | {len(runs)} | {final[0]['episodes']} "
+                f"| {share('share_lower_than_random')} | {share('share_lower_than_ics')} "
+                f"| {published[0]}, {published[1]} | {costs.mean():.4g} ({costs.std():.3g}) "
+                f"| {final[0]['cost_random_mean']:.4g} | {final[0]['cost_ics_mean']:.4g} "
+                f"| {np.median([f['wall_seconds'] for f in final]) / 60:.2f} "
+                f"| {'-' if target is None else f'{target / 10:.1f}'} |"
+            )
+        if "cacto" in results and "cacto-sl" in results:
+            reference = band(results["cacto"], "cost_policy_mean")[1][-1]
+            plain = episodes_to_reach(results["cacto"], reference)
+            sl = episodes_to_reach(results["cacto-sl"], reference)
+            lines += ["", f"{problem_name}: episodes to reach plain CACTO's final median cost "
+                          f"{reference:.4g}: cacto {plain:.0f}, cacto-sl {sl:.0f} "
+                          f"(ratio {plain / sl:.2f})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problems", default="single_integrator",
+                        help="comma-separated CACTO problems (with a hard region)")
+    parser.add_argument("--variants", default="cacto,cacto-sl")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--loops", type=int, default=10, help="CACTO loops per run")
+    parser.add_argument("--eval-every", type=int, default=2)
+    parser.add_argument("--max-iter", type=int, default=200, help="TO iterations per solve")
+    parser.add_argument("-o", "--option", dest="options", action="append", default=[],
+                        type=parse_override, metavar="FIELD=VALUE",
+                        help="CactoConfig field for every variant, repeatable")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        type=parse_override, metavar="FIELD=VALUE", help="problem config field")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: short horizon, 2 seeds, 2 loops, tiny networks")
+    args = parser.parse_args(argv)
+    options, overrides = dict(args.options), dict(args.overrides)
+    if args.quick:
+        args.seeds, args.loops, args.eval_every = 2, 2, 1
+        options = {"n_problems": 16, "updates_per_iteration": 50, "hidden": (16, 16),
+                   "critic_hidden": (16, 16), **options}
+        overrides = {"horizon": 20, **overrides}
+    settings = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info.machine(),
+        "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/cacto.py",
+                                                      *(argv if argv is not None
+                                                        else sys.argv[1:])]),
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+        "overrides": overrides, "seeds": args.seeds, "loops": args.loops,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    all_results = {}
+    for problem_name in args.problems.split(","):
+        problem = rlto.make(problem_name, **overrides)
+        instances = hard_region(problem)
+        if instances is None:
+            raise ProblemError(f"{problem_name} has no hard region; use one of {list(PUBLISHED)}.")
+        results = {}
+        for variant in args.variants.split(","):
+            config = variant_config(variant, options)
+            results[variant] = []
+            for seed in range(args.seeds):
+                print(f"{problem_name} {variant} seed {seed}", flush=True)
+                results[variant].append(run_one(problem, config, seed, args.loops,
+                                                args.eval_every, instances, args.max_iter))
+        all_results[problem_name] = results
+        (args.out / f"cacto_{problem_name}.json").write_text(json.dumps(
+            {"settings": settings, "results": results}, indent=2, default=_jsonable))
+        plot_problem(problem_name, results, args.out / f"cacto_{problem_name}.png")
+    table = markdown(all_results, settings)
+    (args.out / "cacto.md").write_text(table)
+    print(table)
+    return 0
+
+
+def _jsonable(value: Any):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""CACTO and CACTO-SL: TD(N) targets, the actor's Q gradient, the delayed-start episodes, the
+replay buffer, the critic's Sobolev term, the oned value function against dynamic programming,
+and tiny runs end to end with exact resume."""
+
+import csv
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rlto
+from benchmarks.cacto_oned import oned_dynamic_programming
+from rlto import ProblemError
+from rlto.algorithms import cacto
+from rlto.losses import td_n_targets
+from rlto.nets import TIME_KEY, trainable
+
+TINY = dict(n_problems=8, epochs=2, batch_size=32, hidden=(16, 16), critic_hidden=(16, 16),
+            updates_per_iteration=20, update_batch_size=16, buffer_size=512, to_max_iter=30)
+
+
+def _leaves(tree):
+    return [np.asarray(a) for a in jax.tree.leaves(eqx.filter(tree, eqx.is_array))]
+
+
+def test_td_n_targets_match_a_hand_computed_episode():
+    running = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]])  # l_0..l_4, T = 5
+    terminal = np.array([10.0])
+    partial, boot_step, bootstrap = (np.asarray(a) for a in td_n_targets(running, terminal, 2))
+    # t=0: l0+l1 then V(x_2); t=2: l2+l3 then V(x_4); t=3: l3+l4+lT (window reaches T).
+    np.testing.assert_allclose(partial[0], [3.0, 5.0, 7.0, 19.0, 15.0])
+    np.testing.assert_array_equal(boot_step[0], [2, 3, 4, 5, 5])
+    np.testing.assert_array_equal(bootstrap[0], [True, True, True, False, False])
+    # N >= T: Monte Carlo cost-to-go everywhere.
+    partial, _, bootstrap = (np.asarray(a) for a in td_n_targets(running, terminal, 50))
+    np.testing.assert_allclose(partial[0], [25.0, 24.0, 22.0, 19.0, 15.0])
+    assert not bootstrap.any()
+    with pytest.raises(ValueError, match="N >= 1"):
+        td_n_targets(running, terminal, 0)
+
+
+def _float64_networks(problem, seed=0):
+    config = cacto.CactoConfig(hidden=(16, 16), critic_hidden=(16, 16), policy_dtype="float64")
+    state = cacto.init(problem, config, jax.random.key(seed))
+    return config, state.policy, state.critic
+
+
+def test_actor_gradient_equals_finite_differences_of_q():
+    problem = rlto.make("double_integrator")
+    _, actor, critic = _float64_networks(problem)
+    params = {k: np.asarray(v) for k, v in problem.sample(jax.random.key(1), 6).items()}
+    batch = {"x": params["x0"], "params": params,
+             "t": np.array([0.0, 5.0, 50.0, 100.0, 198.0, 199.0])}  # 199: V(., T) = l_T
+    offset, scale = jnp.asarray(0.3), jnp.asarray(2.0)
+    weights, frozen = eqx.partition(actor, trainable(actor))  # normalisation is frozen
+
+    def loss(w):
+        return cacto.actor_loss(eqx.combine(w, frozen), problem, critic, offset, scale, batch)
+
+    grad = jax.grad(loss)(weights)
+    direction = jax.tree.map(lambda a: jax.random.normal(jax.random.key(2), a.shape, a.dtype),
+                             weights)
+    eps = 1e-6
+    plus = loss(jax.tree.map(lambda a, d: a + eps * d, weights, direction))
+    minus = loss(jax.tree.map(lambda a, d: a - eps * d, weights, direction))
+    numeric = (plus - minus) / (2 * eps)
+    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grad),
+                                                  jax.tree.leaves(direction), strict=True))
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
+    # And Q itself is l + V(f) (l_T at the last step), checked at one sample by hand.
+    x, p, t = params["x0"][0], {k: v[0] for k, v in params.items()}, 5.0
+    u = actor(x, {**p, TIME_KEY: t})
+    x1 = problem.dynamics(x, u, t, p)
+    expected = problem.running_cost(x, u, t, p) + cacto.value(critic, offset, scale, x1,
+                                                              {**p, TIME_KEY: t + 1})
+    got = cacto.q_value(problem, actor, critic, offset, scale, x, p, t)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    last = cacto.q_value(problem, actor, critic, offset, scale, x, p, 199.0)
+    u = actor(x, {**p, TIME_KEY: 199.0})
+    x1 = problem.dynamics(x, u, 199.0, p)
+    np.testing.assert_allclose(last, problem.running_cost(x, u, 199.0, p)
+                               + problem.terminal_cost(x1, p), rtol=1e-12)
+
+
+def test_delayed_start_solves_the_remaining_horizon():
+    """An episode from t0 is the shorter problem: oned is time-invariant, so its optimum from
+    (x0, t0) equals the optimum of the T - t0 step problem from x0."""
+    problem = rlto.make("oned", horizon=12)
+    x0 = np.array([[-1.5], [0.3], [1.8]])
+    t0 = np.array([0.0, 4.0, 9.0])
+    delayed = cacto.delayed_start(problem)
+    result = rlto.solve(delayed, {"x0": x0, "t0": t0}, max_iter=200, tol=1e-10)
+    for i in range(3):
+        short = rlto.make("oned", horizon=12 - int(t0[i]))
+        reference = rlto.solve(short, {"x0": x0[i : i + 1]}, max_iter=200, tol=1e-10)
+        np.testing.assert_allclose(result.cost[i], reference.cost[0], rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(result.xs[i, int(t0[i]):], reference.xs[0], atol=1e-5)
+        np.testing.assert_allclose(result.xs[i, : int(t0[i]) + 1], x0[i][None].repeat(
+            int(t0[i]) + 1, 0))  # held still until t0
+    assert delayed is cacto.delayed_start(problem)  # cached: one compiled solver
+
+
+def test_episode_transitions_hold_monte_carlo_cost_to_go_and_skip_steps_before_t0():
+    problem = rlto.make("oned", horizon=10)
+    params = {"x0": np.array([[-1.0], [1.5]])}
+    t0 = np.array([0, 6])
+    delayed = cacto.delayed_start(problem)
+    result = rlto.solve(delayed, {**params, "t0": t0.astype(float)})
+    tr = cacto.episode_transitions(problem, result, params, t0, n_steps=3)
+    assert tr["x"].shape[0] == 10 + 4
+    np.testing.assert_array_equal(tr["t"], [*range(10), 6, 7, 8, 9])
+    # A window reaching T holds the whole remaining cost: compare with a by-hand sum.
+    xs, us = result.xs[1], result.us[1]
+    by_hand = sum(float(problem.running_cost(xs[t], us[t], t, {})) for t in range(7, 10))
+    by_hand += float(problem.terminal_cost(xs[10], {}))
+    row = np.nonzero((tr["t"] == 7) & (tr["params"]["x0"][:, 0] == 1.5))[0][0]
+    np.testing.assert_allclose(tr["partial"][row], by_hand, rtol=1e-10)
+    assert not tr["bootstrap"][row]
+    row0 = 2  # episode 0, t = 2: bootstrapped from x_5
+    assert tr["bootstrap"][row0] and tr["t_boot"][row0] == 5
+    np.testing.assert_array_equal(tr["x_boot"][row0], result.xs[0, 5])
+    np.testing.assert_array_equal(tr["Vx"][row0], result.Vx[0, 2])
+
+
+def test_replay_buffer_wraps_around_and_keeps_the_newest():
+    problem = rlto.make("oned")
+    buffer = cacto.new_buffer(problem, capacity=5)
+
+    def transitions(start, m):
+        values = np.arange(start, start + m, dtype=float)
+        return {"x": values[:, None], "t": values, "params": {"x0": values[:, None]},
+                "partial": values, "x_boot": values[:, None], "t_boot": values,
+                "bootstrap": np.ones(m, bool), "Vx": values[:, None]}
+
+    buffer = cacto.add_transitions(buffer, transitions(0, 3))
+    assert int(buffer["size"]) == 3 and int(buffer["next"]) == 3
+    buffer = cacto.add_transitions(buffer, transitions(3, 4))  # 0..6 into 5 slots
+    assert int(buffer["size"]) == 5 and int(buffer["next"]) == 2
+    np.testing.assert_array_equal(buffer["partial"], [5, 6, 2, 3, 4])
+    np.testing.assert_array_equal(buffer["params"]["x0"][:, 0], [5, 6, 2, 3, 4])
+    buffer = cacto.add_transitions(buffer, transitions(10, 8))  # more than the capacity
+    assert sorted(buffer["t"]) == [13, 14, 15, 16, 17]
+
+
+def test_critic_sobolev_term_measures_the_value_gradient_error():
+    problem = rlto.make("double_integrator")
+    config = cacto.CactoSlConfig(hidden=(16, 16), critic_hidden=(16, 16),
+                                 policy_dtype="float64", value_gradient_weight=1.0)
+    state = cacto.init(problem, config, jax.random.key(0))
+    critic, offset, scale = state.critic, jnp.asarray(1.0), jnp.asarray(3.0)
+    m = 5
+    x = np.asarray(problem.sample(jax.random.key(3), m)["x0"])
+    t = np.arange(m, dtype=float)
+    grad_v = jax.vmap(jax.grad(lambda x_, t_: cacto.value(critic, offset, scale, x_,
+                                                          {TIME_KEY: t_})))(x, t)
+    delta = np.asarray(jax.random.normal(jax.random.key(4), x.shape))
+    batch = {"x": x, "params": {"x0": x}, "t": t, "partial": np.zeros(m), "x_boot": x,
+             "t_boot": t, "bootstrap": np.zeros(m, bool)}
+    _, (_, exact, _) = cacto.critic_loss(critic, critic, offset, scale,
+                                         {**batch, "Vx": np.asarray(grad_v)}, config)
+    _, (_, off, _) = cacto.critic_loss(critic, critic, offset, scale,
+                                       {**batch, "Vx": np.asarray(grad_v) + delta}, config)
+    spread = np.asarray(critic.in_scale[: problem.nx])
+    assert float(exact) < 1e-20
+    np.testing.assert_allclose(off, np.mean(np.sum((delta / 3.0 * spread) ** 2, 1)), rtol=1e-9)
+
+
+def test_oned_value_function_minimiser_is_the_global_optimum():
+    """On `oned` with T = 5 the wells compete: dynamic programming puts the best start in the
+    deep left well (x ~ -1.97), 1.4 below the middle well at x ~ 0. The critic's V(x, 0)
+    must put its minimiser there too."""
+    problem = rlto.make("oned", horizon=5)
+    x_grid = np.linspace(-2.2, 2.2, 2201)
+    dp = oned_dynamic_programming(problem, x_grid, np.linspace(-1, 1, 201))[0]
+    inside = np.abs(x_grid) <= 2.0
+    best = x_grid[inside][np.argmin(dp[inside])]
+    assert -2.0 <= best < -1.9
+    config = cacto.CactoConfig(n_problems=64, updates_per_iteration=2000, hidden=(32, 32),
+                               critic_hidden=(64, 64), epochs=5, target_update_rate=0.02)
+    state = cacto.init(problem, config, jax.random.key(0))
+    for _ in range(4):
+        state, _ = cacto.step(problem, config, state)
+    grid = np.linspace(-2, 2, 401)
+    learned = np.asarray(jax.vmap(lambda x: cacto.value(
+        state.critic, state.value_offset, state.value_scale, x, {TIME_KEY: 0.0}))(grid[:, None]))
+    assert abs(grid[np.argmin(learned)] - best) < 0.1
+    middle = np.interp(0.015, x_grid, dp)
+    np.testing.assert_allclose(np.interp(0.015, grid, learned), middle, atol=0.5)
+
+
+@pytest.mark.parametrize("algo,options", [
+    ("cacto", {}),
+    ("cacto-sl", {}),
+    ("cacto", {"initial_states": "biased", "random_start_share": 1.0}),
+])
+def test_every_variant_runs_end_to_end(tmp_path, algo, options):
+    problem = rlto.make("single_integrator", horizon=20)
+    run = rlto.train(problem, algo=algo, seed=0, iterations=2, out=tmp_path, test_size=8,
+                     progress=False, **TINY, **options)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [int(r["iteration"]) for r in rows] == [1, 2]
+    calls = [int(r["sim_calls"]) for r in rows]
+    assert 0 < calls[0] < calls[1]
+    assert np.isfinite(float(rows[-1]["critic_td"]))
+    assert (tmp_path / "rollouts.png").stat().st_size > 0
+    assert run.iterations == 2
+
+
+def test_resume_after_kill_gives_identical_numbers(tmp_path):
+    problem = rlto.make("single_integrator", horizon=20)
+    kw = dict(seed=1, test_size=8, progress=False, **TINY)
+    straight = rlto.train(problem, algo="cacto-sl", iterations=3, out=tmp_path / "a", **kw)
+    rlto.train(problem, algo="cacto-sl", iterations=2, out=tmp_path / "b", **kw)
+    resumed = rlto.train(problem, algo="cacto-sl", iterations=3, out=tmp_path / "b", **kw)
+    for a, b in zip(_leaves(straight.policy), _leaves(resumed.policy), strict=True):
+        np.testing.assert_array_equal(a, b)
+    rows_a = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
+    rows_b = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
+    assert [r["critic_td"] for r in rows_a] == [r["critic_td"] for r in rows_b]
+
+
+def test_bad_cacto_options():
+    with pytest.raises(ProblemError, match="initial_states"):
+        cacto.CactoConfig(initial_states="smart")
+    with pytest.raises(ProblemError, match="random_start_share"):
+        cacto.CactoConfig(random_start_share=1.5)
+    with pytest.raises(ProblemError, match="critic_hidden"):
+        cacto.CactoConfig(critic_hidden=(0,))
+    with pytest.raises(ProblemError, match="target_update_rate"):
+        cacto.CactoConfig(target_update_rate=0.0)
