@@ -11,8 +11,8 @@ initial states from the std-critic), e.g. cacto+bic, cacto-sl+bic.
 
 Writes <out>/cacto_<problem>.json (settings, machine, every evaluation), cacto_<problem>.png
 (hard-region mean TO cost from the actor's warm start and the share strictly below random, vs
-TO episodes; median and interquartile band over seeds) and cacto.md (the table, with the
-published figures and the 10x wall-time targets).
+TO episodes; median and interquartile band over seeds) and cacto.md (the table over every
+cacto_<problem>.json in <out>, with the published figures and the 10x wall-time targets).
 
     python benchmarks/cacto.py --problems single_integrator --variants cacto,cacto-sl --seeds 5
     python benchmarks/cacto.py --quick --out /tmp/b                  # smoke test (a minute)
@@ -138,25 +138,29 @@ def episodes_to_reach(runs: list[list[dict]], cost: float) -> float:
     return float(x[hit[0]]) if hit.size else float("nan")
 
 
-def markdown(all_results: dict[str, dict[str, list[list[dict]]]], settings: dict) -> str:
-    """The table over problems and variants (final evaluation, median over seeds)."""
+def markdown(out: Path) -> str:
+    """The table over every cacto_<problem>.json in `out` (final evaluation, median over
+    seeds), each problem with the machine and command that produced it."""
     lines = [
         "# CACTO: TO warm-started by the actor on the hard region",
-        "",
-        f"{settings['date']}, {settings['machine']['processor']} "
-        f"({settings['machine']['cpu_count']} CPUs), JAX on {settings['machine']['jax_device']}. "
-        f"Command: `{settings['command']}`",
         "",
         "Shares: instances where TO from the actor ends strictly lower (lower or equal) than "
         "from random controls / from the ICS guess; median over seeds [min, max]. Cost: mean "
         "hard-region TO cost from the actor, mean (std) over seeds. Wall: training time with "
-        "JIT compilation, evaluations excluded.",
+        "JIT compilation, evaluations excluded; target: a tenth of CACTO-BIC's published "
+        "single-core time.",
         "",
         "| problem | variant | seeds | episodes | < random % | < ICS % | published (<rand, <ICS) "
         "| TO cost actor | random | ICS | wall min | target min |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for problem_name, results in all_results.items():
+    notes = []
+    for path in sorted(out.glob("cacto_*.json")):
+        if path.name == "cacto_oned.json":
+            continue
+        data = json.loads(path.read_text())
+        problem_name, settings = path.stem.removeprefix("cacto_"), data["settings"]
+        results = data["results"]
         for variant, runs in results.items():
             final = [r[-1] for r in runs]
 
@@ -177,14 +181,18 @@ def markdown(all_results: dict[str, dict[str, list[list[dict]]]], settings: dict
                 f"| {np.median([f['wall_seconds'] for f in final]) / 60:.2f} "
                 f"| {'-' if target is None else f'{target / 10:.1f}'} |"
             )
+        machine = settings["machine"]
+        notes.append(f"- {problem_name}: {settings['date']}, {machine['processor']} "
+                     f"({machine['cpu_count']} CPUs), JAX on {machine['jax_device']}; "
+                     f"`{settings['command']}`")
         if "cacto" in results and "cacto-sl" in results:
             reference = band(results["cacto"], "cost_policy_mean")[1][-1]
             plain = episodes_to_reach(results["cacto"], reference)
             sl = episodes_to_reach(results["cacto-sl"], reference)
-            lines += ["", f"{problem_name}: episodes to reach plain CACTO's final median cost "
-                          f"{reference:.4g}: cacto {plain:.0f}, cacto-sl {sl:.0f} "
-                          f"(ratio {plain / sl:.2f})", ""]
-    return "\n".join(lines) + "\n"
+            notes.append(f"- {problem_name}: episodes to reach plain CACTO's final median cost "
+                         f"{reference:.4g}: cacto {plain:.0f}, cacto-sl {sl:.0f} "
+                         f"(ratio {plain / sl:.2f})")
+    return "\n".join(lines + ["", *notes]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +229,6 @@ def main(argv: list[str] | None = None) -> int:
         "overrides": overrides, "seeds": args.seeds, "loops": args.loops,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    all_results = {}
     for problem_name in args.problems.split(","):
         problem = rlto.make(problem_name, **overrides)
         instances = hard_region(problem)
@@ -235,11 +242,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{problem_name} {variant} seed {seed}", flush=True)
                 results[variant].append(run_one(problem, config, seed, args.loops,
                                                 args.eval_every, instances, args.max_iter))
-        all_results[problem_name] = results
         (args.out / f"cacto_{problem_name}.json").write_text(json.dumps(
             {"settings": settings, "results": results}, indent=2, default=_jsonable))
         plot_problem(problem_name, results, args.out / f"cacto_{problem_name}.png")
-    table = markdown(all_results, settings)
+    table = markdown(args.out)
     (args.out / "cacto.md").write_text(table)
     print(table)
     return 0

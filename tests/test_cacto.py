@@ -3,6 +3,7 @@ replay buffer, the critic's Sobolev term, the oned value function against dynami
 and tiny runs end to end with exact resume."""
 
 import csv
+import json
 
 import equinox as eqx
 import jax
@@ -230,3 +231,33 @@ def test_bad_cacto_options():
         cacto.CactoConfig(critic_hidden=(0,))
     with pytest.raises(ProblemError, match="target_update_rate"):
         cacto.CactoConfig(target_update_rate=0.0)
+
+
+def test_cacto_benchmark_grammar_and_table(tmp_path):
+    from benchmarks import cacto as bench
+
+    assert bench.variant_config("cacto-sl+bic", {"n_problems": 4}).initial_states == "biased"
+    assert isinstance(bench.variant_config("cacto-sl", {}), cacto.CactoSlConfig)
+    with pytest.raises(ProblemError, match="unknown variant"):
+        bench.variant_config("cacto+fast", {})
+    evaluation = {"episodes": 8, "wall_seconds": 60.0, "cost_policy_mean": -2.0,
+                  "cost_random_mean": 1.0, "cost_ics_mean": 0.5,
+                  "share_lower_than_random": 0.75, "share_lower_equal_than_random": 1.0,
+                  "share_lower_than_ics": 0.5, "share_lower_equal_than_ics": 0.5}
+    runs = [[{**evaluation, "share_lower_than_random": share}] for share in (0.5, 0.75, 1.0)]
+    settings = {"date": "d", "command": "c", "machine": {"processor": "p", "cpu_count": 2,
+                                                         "jax_device": "cpu"}}
+    (tmp_path / "cacto_car.json").write_text(
+        json.dumps({"settings": settings, "results": {"cacto": runs}}))
+    table = bench.markdown(tmp_path)
+    assert "| car | cacto | 3 | 8 | 75.0 (100.0) [50.0, 100.0] | 50.0 (50.0) [50.0, 50.0] " \
+           "| 100.0, 92.9 | -2 (0) | 1 | 0.5 | 1.00 | 22.4 |" in table
+
+
+@pytest.mark.slow
+def test_cacto_benchmark_quick_run_writes_its_outputs(tmp_path):
+    from benchmarks import cacto as bench
+
+    assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
+    for name in ("cacto_single_integrator.json", "cacto_single_integrator.png", "cacto.md"):
+        assert (tmp_path / name).stat().st_size > 0
