@@ -880,3 +880,23 @@ def test_manipulator3_well_posed():
     distance = _final_distance(problem, best["xs"])
     assert np.all(distance < 0.05), distance
     assert np.all(np.linalg.norm(best["xs"][:, -1, 3:], axis=1) < 1.0)
+
+
+@pytest.mark.parametrize("name", ["pendulum", "double_pendulum", "car", "manipulator3"])
+def test_angle_coordinates_are_periodic(name):
+    """What Problem.angles claims: shifting an angle by 2 pi shifts the next state by 2 pi in
+    that coordinate only and leaves the costs unchanged (so (cos, sin) features lose nothing)."""
+    problem = rlto.make(name)
+    assert problem.angles
+    params = {k: np.asarray(v)[0] for k, v in problem.sample(jax.random.key(5), 1).items()}
+    x = np.asarray(params["x0"])
+    u = 0.3 * np.asarray(problem.u_upper) * np.linspace(-1, 1, problem.nu)
+    for i in problem.angles:
+        shift = np.zeros(problem.nx)
+        shift[i] = 2 * np.pi
+        np.testing.assert_allclose(problem.dynamics(x + shift, u, 3, params) - shift,
+                                   problem.dynamics(x, u, 3, params), atol=1e-9)
+        np.testing.assert_allclose(problem.running_cost(x + shift, u, 3, params),
+                                   problem.running_cost(x, u, 3, params), rtol=1e-9)
+        np.testing.assert_allclose(problem.terminal_cost(x + shift, params),
+                                   problem.terminal_cost(x, params), rtol=1e-9)

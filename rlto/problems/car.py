@@ -99,6 +99,7 @@ def make_car(config: CarConfig = CarConfig(), **overrides) -> Problem:
         u_max=(config.omega_max, config.jerk_max),
         sample=uniform_sampler([-r, -r, -np.pi, -v, -a], [r, r, np.pi, v, a]),
         description="CACTO car (turn rate, jerk) around 3 elliptic obstacles to (-7,0), T=200",
+        angles=(2,),  # the heading: theta and theta + 2 pi are one state to a policy or critic
     )
 
 

@@ -114,6 +114,7 @@ def make_manipulator3(config: Manipulator3Config = Manipulator3Config(), **overr
         u_max=(config.u_max,) * 3,
         sample=uniform_sampler([-qr] * 3 + [-vr] * 3, [qr] * 3 + [vr] * 3),
         description="CACTO 3-link planar arm (horizontal, |tau|<=200), 3 obstacles, EE to (-20,0)",
+        angles=(0, 1, 2),  # revolute joints: q and q + 2 pi are the same arm
     )
 
 

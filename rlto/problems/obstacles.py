@@ -182,11 +182,13 @@ def build_cacto_problem(
     sample: Callable[[jax.Array, int], dict],
     description: str,
     velocity: Callable[[jax.Array], jax.Array] | None = None,
+    angles: tuple[int, ...] = (),
 ) -> Problem:
     """Assemble a CACTO Problem from its dynamics and position map and the shared cost above.
 
     position(x (nx,)) -> (2,) is the point the cost sees; velocity(x) -> (k,) is the part of the
     state penalised by the terminal w_v ||v||^2 (None: no such term). Bounds are |u_j| <= u_max[j].
+    angles: the periodic state coordinates (Problem.angles), seen by policies as (cos, sin).
     """
     if config.obstacles not in ("cost", "constraint"):
         raise ProblemError(
@@ -238,6 +240,7 @@ def build_cacto_problem(
         target=lambda params: _target(params, config),
         obstacles=tuple(config.ellipses),
         config=config,
+        angles=angles,
     )
 
 
