@@ -102,6 +102,10 @@ def train(
     if loaded is not None:
         (state, wall), _ = loaded
         wall = float(wall)
+    if hasattr(module, "attach"):
+        # State that has no fixed-shape pytree form (SB3's model and replay buffer) lives in
+        # files of the run directory, written by each step; restore those of the checkpoint.
+        state = module.attach(problem, config, state, run.path)
 
     test = test_params(problem, m=test_size)
     optimum = optimum_costs(problem, test)

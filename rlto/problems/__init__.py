@@ -32,4 +32,5 @@ from rlto.problems import (  # noqa: E402, F401  (imported to register)
     obstacles,
     oned,
     pendulum,
+    ur5,
 )

@@ -1,0 +1,252 @@
+"""rlto.robots against Pinocchio (the oracle): dynamics, derivatives, kinematics, limits."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rlto
+from rlto.robots import RobotError, load_robot
+
+pin = pytest.importorskip("pinocchio")
+
+ROBOTS = ["ur5", "double_pendulum"]
+
+
+@pytest.fixture(scope="module", params=ROBOTS)
+def pair(request):
+    """(rlto Robot, pinocchio Model, Data) of the same URDF."""
+    robot = load_robot(request.param)
+    model = pin.buildModelFromUrdf(robot.urdf_path)
+    return robot, model, model.createData()
+
+
+def random_states(robot, n, seed=0):
+    """n random (q, v, tau) (n, nv) each; torques within the URDF limits (5 N m without one)."""
+    rng = np.random.default_rng(seed)
+    q = rng.uniform(-np.pi, np.pi, (n, robot.nv))
+    v = rng.uniform(-2.0, 2.0, (n, robot.nv))
+    limit = np.where(np.isfinite(robot.effort_limit), robot.effort_limit, 5.0)
+    tau = rng.uniform(-1.0, 1.0, (n, robot.nv)) * limit
+    return q, v, tau
+
+
+def test_structure_and_limits_match_pinocchio(pair):
+    robot, model, _ = pair
+    assert robot.nv == model.nv == model.nq
+    assert robot.joint_names == tuple(model.names)[1:]
+    effort = np.asarray(model.effortLimit)
+    np.testing.assert_array_equal(robot.effort_limit, np.where(effort > 0, effort, np.inf))
+    if robot.name == "ur5":
+        np.testing.assert_array_equal(robot.effort_limit, [150, 150, 150, 28, 28, 28])
+        np.testing.assert_array_equal(robot.velocity_limit, model.velocityLimit)
+        np.testing.assert_array_equal(robot.lower, model.lowerPositionLimit)
+        np.testing.assert_array_equal(robot.upper, model.upperPositionLimit)
+
+
+def test_forward_dynamics_matches_pin_aba(pair):
+    robot, model, data = pair
+    q, v, tau = random_states(robot, 8)
+    fd = jax.jit(jax.vmap(robot.forward_dynamics))(q, v, tau)
+    aba = jax.jit(jax.vmap(robot.aba))(q, v, tau)
+    for i in range(len(q)):
+        expected = pin.aba(model, data, q[i], v[i], tau[i])
+        np.testing.assert_allclose(fd[i], expected, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(aba[i], expected, rtol=0, atol=1e-9)
+
+
+def test_inverse_dynamics_and_mass_matrix_match_pinocchio(pair):
+    robot, model, data = pair
+    q, v, a = random_states(robot, 4, seed=1)
+    for i in range(len(q)):
+        np.testing.assert_allclose(
+            robot.inverse_dynamics(q[i], v[i], a[i]), pin.rnea(model, data, q[i], v[i], a[i]),
+            rtol=0, atol=1e-9,
+        )
+        upper = np.triu(pin.crba(model, data, q[i]))  # pinocchio fills the upper triangle
+        np.testing.assert_allclose(
+            robot.mass_matrix(q[i]), upper + np.triu(upper, 1).T, rtol=0, atol=1e-12
+        )
+
+
+def test_derivatives_match_compute_aba_derivatives(pair):
+    robot, model, data = pair
+    q, v, tau = random_states(robot, 4, seed=2)
+    jac = jax.jit(jax.vmap(jax.jacfwd(robot.forward_dynamics, argnums=(0, 1, 2))))(q, v, tau)
+    for i in range(len(q)):
+        pin.computeABADerivatives(model, data, q[i], v[i], tau[i])
+        for ours, theirs in zip(jac, (data.ddq_dq, data.ddq_dv, data.Minv), strict=True):
+            scale = max(1.0, np.abs(theirs).max())
+            np.testing.assert_allclose(ours[i], theirs, rtol=0, atol=1e-8 * scale)
+
+
+def test_reverse_mode_equals_forward_mode():
+    """The custom JVP transposes: jacrev (what jax.grad uses) equals jacfwd."""
+    robot = load_robot("ur5")
+    q, v, tau = (jnp.asarray(a[0]) for a in random_states(robot, 1, seed=3))
+    fwd = jax.jacfwd(robot.forward_dynamics, argnums=(0, 1, 2))(q, v, tau)
+    rev = jax.jacrev(robot.forward_dynamics, argnums=(0, 1, 2))(q, v, tau)
+    for a, b in zip(fwd, rev, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-10)
+
+
+def test_frame_placements_match_pinocchio(pair):
+    robot, model, data = pair
+    q, _, _ = random_states(robot, 3, seed=4)
+    names = [f.name for f in model.frames if f.name != "universe"]
+    assert set(names) <= set(robot.frame_names)
+    for qi in q:
+        pin.forwardKinematics(model, data, qi)
+        pin.updateFramePlacements(model, data)
+        for name in names:
+            placement = data.oMf[model.getFrameId(name)]
+            rot, pos = robot.frame_placement(jnp.asarray(qi), name)
+            np.testing.assert_allclose(pos, placement.translation, rtol=0, atol=1e-9)
+            np.testing.assert_allclose(rot, placement.rotation, rtol=0, atol=1e-9)
+
+
+def test_step_is_semi_implicit_euler_and_batches():
+    robot = load_robot("ur5")
+    q, v, tau = random_states(robot, 5, seed=5)
+    x = np.concatenate([q, v], axis=1)
+    dt = 0.01
+    batched = jax.jit(jax.vmap(robot.step, in_axes=(0, 0, None)))(x, tau, dt)
+    for i in range(len(x)):
+        v_next = v[i] + dt * np.asarray(robot.forward_dynamics(q[i], v[i], tau[i]))
+        np.testing.assert_allclose(batched[i], np.concatenate([q[i] + dt * v_next, v_next]),
+                                   rtol=0, atol=1e-12)
+    fx, fu = jax.jacfwd(robot.step, argnums=(0, 1))(jnp.asarray(x[0]), jnp.asarray(tau[0]), dt)
+    assert fx.shape == (12, 12) and fu.shape == (12, 6)
+    eps = 1e-6  # central differences: truncation ~ eps^2 |f'''|
+    e = np.zeros(12)
+    e[3] = eps
+    fd = (robot.step(x[0] + e, tau[0], dt) - robot.step(x[0] - e, tau[0], dt)) / (2 * eps)
+    np.testing.assert_allclose(fx[:, 3], fd, rtol=0, atol=1e-7)
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(RobotError, match="no URDF file"):
+        load_robot(str(tmp_path / "missing.urdf"))
+    bad = tmp_path / "floating.urdf"
+    bad.write_text(
+        '<robot name="f"><link name="a"/><link name="b"/>'
+        '<joint name="j" type="floating"><parent link="a"/><child link="b"/></joint></robot>'
+    )
+    with pytest.raises(RobotError, match="floating"):
+        load_robot(str(bad))
+    broken = tmp_path / "broken.urdf"
+    broken.write_text("<robot")
+    with pytest.raises(RobotError, match="not a valid"):
+        load_robot(str(broken))
+
+
+def test_call_errors_are_clear():
+    robot = load_robot("ur5")
+    with pytest.raises(RobotError, match="no frame named 'tool'.*tool0"):
+        robot.frame_position(jnp.zeros(6), "tool")
+    with pytest.raises(RobotError, match=r"q has shape \(5,\), expected \(6,\)"):
+        robot.forward_dynamics(jnp.zeros(5), jnp.zeros(6), jnp.zeros(6))
+    with pytest.raises(RobotError, match=r"x has shape \(2, 12\).*vmap"):
+        robot.step(jnp.zeros((2, 12)), jnp.zeros(6), 0.01)
+
+
+# ---------------------------------------------------------------------------------------------
+# The `ur5` problem built on it.
+
+
+def test_ur5_problem_is_built_from_the_urdf():
+    problem = rlto.make("ur5")
+    robot = load_robot("ur5")
+    assert (problem.nx, problem.nu, problem.horizon, problem.dt) == (12, 6, 100, 0.01)
+    np.testing.assert_array_equal(problem.u_upper, robot.effort_limit)
+    np.testing.assert_array_equal(problem.u_lower, -robot.effort_limit)
+    params = problem.sample(jax.random.key(0), 64)
+    c = problem.config
+    assert params["x0"].shape == (64, 12) and params["target"].shape == (64, 3)
+    assert np.all(np.abs(params["x0"][:, :6] - np.asarray(c.q_home)) <= c.q_spread)
+    assert np.all((params["target"] >= np.asarray(c.target_low))
+                  & (params["target"] <= np.asarray(c.target_high)))
+    # Reachable: every target within the arm's 0.85 m reach of the shoulder joint.
+    shoulder = np.asarray(robot.frame_position(jnp.zeros(6), "shoulder_lift_joint"))
+    assert np.linalg.norm(params["target"] - shoulder, axis=1).max() < 0.85
+    one = jax.tree.map(lambda a: a[0], params)
+    x, u = one["x0"], jnp.ones(6)
+    np.testing.assert_allclose(problem.dynamics(x, u, 0, one), robot.step(x, u, 0.01), atol=1e-15)
+    d = robot.frame_position(x[:6], "tool0") - one["target"]
+    expected = 0.01 * 0.5 * (c.w_pos * d @ d + c.w_u * 6.0 + c.w_vel * x[6:] @ x[6:])
+    np.testing.assert_allclose(problem.running_cost(x, u, 0, one), expected, rtol=1e-12)
+
+
+@pytest.mark.slow  # about 70 s, mostly compiling the solver for the UR5 model
+def test_ur5_solve_reaches_the_target():
+    """TO from zero torques converges and ends within 2 mm of the target, nearly at rest: with
+    w_pos_terminal = 1e4 a 2 mm miss costs 0.02, small against the optimum's cost of order 1-10,
+    so a converged solution has no reason to stop farther away."""
+    problem = rlto.make("ur5")
+    params = problem.sample(jax.random.key(1), 4)
+    result = rlto.solve(problem, params)
+    assert bool(np.all(result.converged)), result.status
+    final = jax.vmap(problem.position)(result.xs[:, -1], params)
+    error = np.linalg.norm(final - params["target"], axis=1)
+    assert error.max() < 2e-3, error
+    assert np.abs(result.xs[:, -1, 6:]).max() < 0.1
+    assert np.all(np.abs(result.us) <= problem.u_upper + 1e-9)
+
+
+def test_dynamics_benchmark_smoke(tmp_path):
+    """benchmarks/dynamics.py runs, writes its three files, and its columns agree."""
+    import json
+
+    from benchmarks import dynamics
+
+    assert dynamics.main(["--quick", "--no-adam", "--sizes", "1,8", "--repeats", "1",
+                          "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "dynamics.json").read_text())
+    assert [row["n"] for row in result["rows"]] == [1, 8]
+    for row in result["rows"]:
+        assert set(row["max_abs_difference"]) == {"rlto_fd vs pin_fd", "rlto_deriv vs pin_deriv"}
+        assert max(row["max_abs_difference"].values()) < 1e-8
+    assert (tmp_path / "dynamics.md").read_text().startswith("# Batched dynamics throughput")
+    assert (tmp_path / "dynamics.png").stat().st_size > 0
+
+
+def point_mass_double_pendulum_urdf(m1, m2, l1, l2) -> str:
+    """The analytic `double_pendulum` as a URDF: point masses at the link ends (zero rotational
+    inertia), hanging along -z at q = 0, joint axes -y so that the tip moves in the x-z plane as
+    p = (l1 sin q1 + l2 sin(q1 + q2), -l1 cos q1 - l2 cos(q1 + q2))."""
+    def link(name, mass, length):
+        return (f'<link name="{name}"><inertial><origin xyz="0 0 {-length}"/>'
+                f'<mass value="{mass}"/><inertia ixx="0" ixy="0" ixz="0" iyy="0" iyz="0" izz="0"/>'
+                "</inertial></link>")
+
+    def joint(name, parent, child, kind, z):
+        return (f'<joint name="{name}" type="{kind}"><parent link="{parent}"/>'
+                f'<child link="{child}"/><origin xyz="0 0 {z}"/><axis xyz="0 -1 0"/></joint>')
+
+    return ('<robot name="point_double_pendulum"><link name="base"/>'
+            + link("link1", m1, l1) + link("link2", m2, l2) + '<link name="tip"/>'
+            + joint("j1", "base", "link1", "revolute", 0.0)
+            + joint("j2", "link1", "link2", "revolute", -l1)
+            + joint("tip_joint", "link2", "tip", "fixed", -l2) + "</robot>")
+
+
+def test_urdf_double_pendulum_matches_the_analytic_model(tmp_path):
+    """A second oracle, independent of Pinocchio: the closed-form double pendulum."""
+    from rlto.problems import double_pendulum as dp
+
+    config = dp.DoublePendulumConfig(m1=1.3, m2=0.7, l1=0.9, l2=1.1)
+    path = tmp_path / "point_double_pendulum.urdf"
+    path.write_text(point_mass_double_pendulum_urdf(config.m1, config.m2, config.l1, config.l2))
+    robot = load_robot(str(path), gravity=(0.0, 0.0, -config.g))
+    chain = dp.chain_of(config)
+    q, v, tau = random_states(robot, 5, seed=6)
+    for i in range(len(q)):
+        np.testing.assert_allclose(
+            robot.forward_dynamics(q[i], v[i], tau[i]),
+            dp.forward_dynamics(jnp.asarray(q[i]), jnp.asarray(v[i]), jnp.asarray(tau[i]), chain),
+            rtol=0, atol=1e-9,
+        )
+        tip = np.asarray(robot.frame_position(q[i], "tip"))
+        np.testing.assert_allclose(tip[[0, 2]], dp.joint_positions(jnp.asarray(q[i]), chain)[-1],
+                                   rtol=0, atol=1e-12)
+        assert abs(float(tip[1])) < 1e-15
