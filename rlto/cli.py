@@ -562,7 +562,7 @@ def warm_start_markdown(table: dict) -> str:
 
 
 # name -> (add_arguments(parser), run(args) -> exit code, one-line help).
-# Later: compare, bench.
+# Later: compare.
 COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "problems": (add_problems_arguments, run_problems, "list the built-in problems"),
     "solve": (add_solve_arguments, run_solve,

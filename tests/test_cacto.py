@@ -15,6 +15,7 @@ import rlto
 from benchmarks.cacto_oned import oned_dynamic_programming
 from rlto import ProblemError
 from rlto.algorithms import cacto
+from rlto.evaluate import warm_start_comparison, warm_start_solutions
 from rlto.losses import td_n_targets
 from rlto.nets import TIME_KEY, trainable
 
@@ -261,3 +262,36 @@ def test_cacto_benchmark_quick_run_writes_its_outputs(tmp_path):
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
     for name in ("cacto_single_integrator.json", "cacto_single_integrator.png", "cacto.md"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_warm_start_comparison_on_a_convex_problem_finds_only_ties():
+    """lqr is convex: TO from every warm start reaches the same optimum, so the policy's warm
+    start is never strictly lower and always lower-or-equal (CACTO's table, both columns)."""
+    problem = rlto.make("lqr", horizon=20)
+    policy = cacto.init(problem, cacto.CactoConfig(hidden=(8, 8), critic_hidden=(8, 8)),
+                        jax.random.key(0)).policy
+    params = {k: np.asarray(v) for k, v in problem.sample(jax.random.key(1), 12).items()}
+    solutions = warm_start_solutions(problem, policy, params, jax.random.key(2), tol=1e-10)
+    table = warm_start_comparison(solutions)
+    assert table["share_lower_than_random"] == 0.0 and table["share_lower_than_ics"] == 0.0
+    assert table["share_lower_equal_than_random"] == 1.0
+    assert table["share_lower_equal_than_ics"] == 1.0
+    np.testing.assert_allclose(table["cost_policy"], table["cost_ics"], rtol=1e-6)
+
+
+def test_bench_warmstart_command_trains_and_writes_the_study(tmp_path):
+    from rlto.cli import main
+
+    out = tmp_path / "bench"
+    code = main(["bench", "warmstart", "single_integrator", "--set", "horizon=20",
+                 "--iterations", "1", "--test-size", "4", "--max-iter", "20", "--out", str(out),
+                 "--json", *sum((["-o", f"{k}={v}"] for k, v in TINY.items()
+                                 if k != "hidden" and k != "critic_hidden"), [])])
+    assert code == 0
+    table = json.loads((out / "warmstart.json").read_text())
+    assert table["instances"] == "hard region" and table["n"] == len(table["cost_policy"]) > 100
+    for other in ("random", "ics"):
+        assert 0 <= table[f"share_lower_than_{other}"] <= table[f"share_lower_equal_than_{other}"]
+    for name in ("warmstart.md", "warmstart_costs.png", "warmstart_paths_policy.png",
+                 "train/metrics.csv"):
+        assert (out / name).stat().st_size > 0
