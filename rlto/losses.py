@@ -29,15 +29,18 @@ from rlto.nets import Policy, apply_policy, broadcast_params
 Params = Mapping[str, jax.Array] | None
 
 
-def regression_loss(policy: Policy, xs: jax.Array, us: jax.Array, params: Params) -> jax.Array:
+def regression_loss(policy: Policy, xs: jax.Array, us: jax.Array, params: Params,
+                    weights: jax.Array | None = None) -> jax.Array:
     """Eq. 7 as a mean: xs (m, nx), us (m, nu), params dict of (m, ...) -> scalar.
 
     mean_i 1/2 ||us_i - pi(xs_i, params_i)||^2 (the paper's sum divided by the sample count).
+    weights (m,), optional: each sample's term times w_i, still divided by the sample count
+    (zero-weight rows, e.g. a replay buffer's empty slots, then only shrink the step).
     """
     us = jnp.asarray(us)
     _check_trailing(us, policy.nu, "us")
     pred = apply_policy(policy, xs, params)
-    return 0.5 * jnp.mean(jnp.sum((us - pred) ** 2, axis=-1))
+    return 0.5 * _mean(jnp.sum((us - pred) ** 2, axis=-1), weights)
 
 
 def policy_jacobian(policy: Policy, xs: jax.Array, params: Params) -> jax.Array:
@@ -50,22 +53,26 @@ def policy_jacobian(policy: Policy, xs: jax.Array, params: Params) -> jax.Array:
     return jac.reshape(batch + (policy.nu, policy.nx))
 
 
-def sobolev_loss(policy: Policy, xs: jax.Array, K: jax.Array, params: Params) -> jax.Array:
+def sobolev_loss(policy: Policy, xs: jax.Array, K: jax.Array, params: Params,
+                 weights: jax.Array | None = None) -> jax.Array:
     """Eq. 8's term as a mean: xs (m, nx), K (m, nu, nx), params (m, ...) -> scalar.
 
-    mean_i 1/2 ||K_i - d pi/dx (xs_i)||_F^2, with the full Jacobian (nx forward passes each).
+    mean_i 1/2 ||K_i - d pi/dx (xs_i)||_F^2, with the full Jacobian (nx forward passes each);
+    weights (m,) as in `regression_loss`.
     """
     K = jnp.asarray(K)
     jac = policy_jacobian(policy, xs, params)
     if K.shape != jac.shape:
         raise ValueError(f"K has shape {K.shape}, expected {jac.shape} (states' batch, nu, nx).")
-    return 0.5 * jnp.mean(jnp.sum((K - jac) ** 2, axis=(-2, -1)))
+    return 0.5 * _mean(jnp.sum((K - jac) ** 2, axis=(-2, -1)), weights)
 
 
 def stochastic_sobolev_loss(
-    policy: Policy, xs: jax.Array, K: jax.Array, params: Params, key: jax.Array
+    policy: Policy, xs: jax.Array, K: jax.Array, params: Params, key: jax.Array,
+    weights: jax.Array | None = None,
 ) -> jax.Array:
-    """Stochastic Sobolev term: xs (m, nx), K (m, nu, nx), params (m, ...), key -> scalar.
+    """Stochastic Sobolev term: xs (m, nx), K (m, nu, nx), params (m, ...), key -> scalar
+    (weights (m,) as in `regression_loss`).
 
     mean_i nu/2 ||v_i'K_i - d(v_i'pi)/dx (xs_i)||^2 with one v_i uniform on the unit sphere of
     R^nu per sample, computed with ONE vector-Jacobian product per sample (no full Jacobian).
@@ -91,7 +98,7 @@ def stochastic_sobolev_loss(
         return v_i @ k_i - grad_v_pi
 
     r = jax.vmap(projected_residual)(flat_x, flat_p, v, K.reshape(m, policy.nu, policy.nx))
-    return 0.5 * policy.nu * jnp.mean(jnp.sum(r**2, axis=-1))
+    return 0.5 * policy.nu * _mean(jnp.sum(r**2, axis=-1).reshape(batch), weights)
 
 
 def consensus_penalty(
@@ -133,6 +140,13 @@ def td_n_targets(
     partial = partial + jnp.where(bootstrap, 0.0, jnp.asarray(terminal)[:, None])
     boot_step = jnp.broadcast_to(jnp.where(bootstrap, t + n_steps, T), (E, T))
     return partial, boot_step, jnp.broadcast_to(bootstrap, (E, T))
+
+
+def _mean(terms: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """mean(w * terms) over all samples, or the plain mean without weights."""
+    if weights is None:
+        return jnp.mean(terms)
+    return jnp.mean(jnp.asarray(weights, terms.dtype) * terms)
 
 
 def _check_trailing(a: jax.Array, n: int, name: str) -> None:

@@ -326,6 +326,32 @@ def test_regression_loss(reach, policy):
     expected = 0.5 * np.mean(np.sum(np.asarray(delta) ** 2, axis=1))
     got = losses.regression_loss(policy, xs, us + delta, params)
     assert got == pytest.approx(expected, rel=1e-12)
+    # Weights scale each sample's term; the mean stays over all samples.
+    w = np.linspace(0.0, 2.0, 12)
+    weighted = 0.5 * np.mean(w * np.sum(np.asarray(delta) ** 2, axis=1))
+    got = losses.regression_loss(policy, xs, us + delta, params, jnp.asarray(w))
+    assert got == pytest.approx(weighted, rel=1e-12)
+
+
+def test_sobolev_weights_select_samples(reach, policy):
+    params = reach.sample(jax.random.key(13), 6)
+    xs = params["x0"]
+    K = jax.random.normal(jax.random.key(14), (6, policy.nu, policy.nx))
+    w = jnp.asarray([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    keep = np.asarray(w, bool)
+    sub = {k: v[keep] for k, v in params.items()}
+    # Zero weights drop a sample: the weighted mean over 6 is the plain mean over 3, times 3/6.
+    full = float(losses.sobolev_loss(policy, xs, K, params, w))
+    kept = float(losses.sobolev_loss(policy, xs[keep], K[keep], sub))
+    assert full == pytest.approx(0.5 * kept, rel=1e-10)
+    key = jax.random.key(15)
+    stochastic = float(losses.stochastic_sobolev_loss(policy, xs, K, params, key, w))
+    unweighted_terms = [
+        float(losses.stochastic_sobolev_loss(policy, xs, K, params, key, jnp.eye(6)[i]))
+        for i in range(6)
+    ]
+    assert stochastic == pytest.approx(sum(float(w[i]) * unweighted_terms[i]
+                                           for i in range(6)), rel=1e-10)
 
 
 def finite_difference_jacobian(f, x, eps=1e-6):

@@ -125,3 +125,28 @@ def test_best_warm_start_never_trains_on_a_costlier_solve(lqr, tmp_path):
     # Same seed: same policy, same sampled problems; "best" also solves from zero controls.
     assert float(runs["best"]["to_cost"]) <= float(runs["policy"]["to_cost"]) + 1e-12
     assert int(runs["best"]["sim_calls"]) > int(runs["policy"]["sim_calls"])
+
+
+def test_aggregate_keeps_the_last_iterations_data(lqr):
+    config = pddp.PddpConfig(**{**TINY, "aggregate": 2})
+    state = pddp.init(lqr, config, jax.random.key(4))
+    rows = config.n_problems * lqr.horizon
+    assert state.data["x"].shape == (2 * rows, lqr.nx)
+    assert float(state.data["w"].sum()) == 0.0  # empty buffer: nothing to learn from yet
+    states = [state]
+    for _ in range(3):
+        states.append(pddp.step(lqr, config, states[-1])[0])
+    first, second, third = (s.data for s in states[1:])
+    # Iteration 1 fills slot 0 and leaves slot 1 empty; iteration 2 fills slot 1; iteration 3
+    # overwrites the oldest (slot 0) and keeps iteration 2's rows.
+    assert float(first["w"][:rows].sum()) == rows and float(first["w"][rows:].sum()) == 0.0
+    np.testing.assert_array_equal(second["x"][:rows], first["x"][:rows])
+    np.testing.assert_array_equal(third["x"][rows:], second["x"][rows:])
+    assert not np.array_equal(third["x"][:rows], second["x"][:rows])
+    # The stored controls are the TO solution of the stored states' instances: lqr is linear,
+    # so re-simulating the stored controls from each stored initial state gives the states.
+    xs = np.asarray(third["x"][:rows]).reshape(config.n_problems, lqr.horizon, lqr.nx)
+    us = np.asarray(third["u"][:rows]).reshape(config.n_problems, lqr.horizon, lqr.nu)
+    params = {"x0": jax.numpy.asarray(xs[:, 0])}
+    rolled = np.asarray(jax.vmap(lqr.rollout)(jax.numpy.asarray(us), params))
+    np.testing.assert_allclose(rolled[:, : lqr.horizon], xs, rtol=1e-10, atol=1e-12)

@@ -33,7 +33,13 @@ class LearningConfig:
     batch_size: int = 256
     """Mini-batch size (state-control pairs) of Adam."""
     learning_rate: float = 1e-3
-    """Adam step size."""
+    """Adam step size (at the start, see learning_rate_half_life)."""
+    learning_rate_half_life: float = float("inf")
+    """Adam steps over which the step size halves, counted over the whole run; inf keeps it
+    constant (the paper). A decaying step quiets the iteration-to-iteration jitter of the fit
+    that, on unstable targets, decides whether a rollout is caught upright or falls."""
+    min_learning_rate: float = 1e-5
+    """Floor of the decaying step size."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the policy MLP (seed 002: two layers of 256)."""
     time_input: bool = True
@@ -64,6 +70,9 @@ class LearningConfig:
                 f"{self.hidden!r}."
             )
         object.__setattr__(self, "hidden", tuple(widths))  # hashable: the config is jit-static
+        if not (self.learning_rate_half_life > 0 and self.learning_rate > 0):
+            raise ProblemError("learning_rate and learning_rate_half_life must be positive, got "
+                               f"{self.learning_rate} and {self.learning_rate_half_life}.")
         for name in ("n_problems", "epochs", "batch_size", "to_max_iter"):
             if int(getattr(self, name)) < 1:
                 raise ProblemError(f"{name} must be a positive integer, got {getattr(self, name)}.")
@@ -82,7 +91,7 @@ def fit_policy(policy: Policy, opt_state, data: dict, key: jax.Array, loss_fn: C
     function, so that it is static and hashable (no recompilation between iterations).
     Returns the policy, optimizer state and the last epoch's mean parts (array).
     """
-    optimizer = optax.adam(config.learning_rate)
+    optimizer = policy_optimizer(config)
     weights, frozen = eqx.partition(policy, trainable(policy))
     m = jax.tree.leaves(data)[0].shape[0]
     size = min(config.batch_size, m)
@@ -118,20 +127,32 @@ def new_policy(problem: Problem, config: LearningConfig, key: jax.Array) -> Poli
                        dtype=config.policy_dtype)
 
 
+def policy_optimizer(config) -> optax.GradientTransformation:
+    """Adam with config.learning_rate, halving every config.learning_rate_half_life steps (the
+    count lives in the optimizer state, so it runs on across iterations and resumes)."""
+    if not np.isfinite(config.learning_rate_half_life):
+        return optax.adam(config.learning_rate)
+    decay = optax.exponential_decay(config.learning_rate, config.learning_rate_half_life, 0.5,
+                                    end_value=min(config.min_learning_rate, config.learning_rate))
+    return optax.adam(decay)
+
+
 def init_optimizer(policy: Policy, config):
     """Adam state for the policy's weights (normalisation excluded)."""
-    return optax.adam(config.learning_rate).init(eqx.filter(policy, trainable(policy)))
+    return policy_optimizer(config).init(eqx.filter(policy, trainable(policy)))
 
 
 def gain_matching_loss(policy: Policy, batch: dict, key: jax.Array, config) -> jax.Array:
     """The Sobolev term selected by config.sobolev on one mini-batch (zero for "none"):
     "full" matches d pi/dx to the TO gains K (eq. 8), "stochastic" matches them along one
-    random control direction per sample (one VJP)."""
+    random control direction per sample (one VJP). batch["w"] (m,), where present, weights the
+    samples."""
+    weights = batch.get("w")
     if config.sobolev == "full":
-        return losses.sobolev_loss(policy, batch["x"], batch["K"], batch["params"])
+        return losses.sobolev_loss(policy, batch["x"], batch["K"], batch["params"], weights)
     if config.sobolev == "stochastic":
         return losses.stochastic_sobolev_loss(
-            policy, batch["x"], batch["K"], batch["params"], key
+            policy, batch["x"], batch["K"], batch["params"], key, weights
         )
     return jnp.zeros(())
 

@@ -4,7 +4,8 @@
         sample N problems beta_i                                (fresh each iteration)
         U0 <- Rollout(pi_theta)                                 warm start from the policy
         U  <- argmin_U R(U)                                     batched box-FDDP (rlto.solve)
-        theta <- argmin_theta d(theta, U) [+ Sobolev term]      Adam mini-batches, eq. 7 (eq. 8)
+        D  <- the last `aggregate` iterations' (x, u, K)        1: this iteration's alone
+        theta <- argmin_theta d(theta, D) [+ Sobolev term]      Adam mini-batches, eq. 7 (eq. 8)
 
 The Sobolev term matches the policy's Jacobian to the TO feedback gains K_t, fully (eq. 8) or
 stochastically along random control directions (one VJP per sample).
@@ -33,7 +34,7 @@ from rlto.algorithms.common import (
 )
 from rlto.evaluate import policy_rollout
 from rlto.nets import Policy, broadcast_params, set_normalization, with_steps
-from rlto.problem import Problem
+from rlto.problem import Problem, ProblemError
 
 BEST_MARGIN = 0.01
 """warm_start="best": the zero-control solve replaces the policy-warm-started one only where its
@@ -48,10 +49,16 @@ class PddpConfig(LearningConfig):
     """TO warm start: "policy" (the policy's rollout, Alg. 1 line 2), "zero" controls, or "best":
     solve from both and keep each instance's lower cost (twice the TO work; escapes the local
     minima a poor policy leads TO into, e.g. the pendulum's extra swings)."""
+    aggregate: int = 1
+    """Iterations of TO data the supervised step fits (a ring buffer, as DAgger aggregates): 1 is
+    Alg. 1 (this iteration's solves only). More smooths the regression target between
+    iterations, at `aggregate` times the Adam steps per epoch (lower `epochs` to keep the cost)."""
 
     def __post_init__(self):
         super().__post_init__()
         self._check_choice("warm_start", ("policy", "zero", "best"))
+        if int(self.aggregate) < 1:
+            raise ProblemError(f"aggregate must be a positive integer, got {self.aggregate}.")
 
 
 class PddpState(NamedTuple):
@@ -63,36 +70,47 @@ class PddpState(NamedTuple):
     iteration: jax.Array  # () int: outer iterations done
     sim_calls: jax.Array  # () int: dynamics calls (forward + derivative) spent in training
     to_iterations: jax.Array  # () int: DDP iterations summed over instances
+    data: dict  # the supervised data, aggregate x N x T rows: x, u, K, params, w (0: no sample)
 
 
 def init(problem: Problem, config: PddpConfig, key: jax.Array) -> PddpState:
-    """A fresh policy and optimizer."""
+    """A fresh policy and optimizer, and an empty data buffer (all weights zero)."""
     policy_key, key = jax.random.split(key)
     policy = new_policy(problem, config, policy_key)
     opt_state = init_optimizer(policy, config)
     zero = jnp.asarray(0, dtype=jnp.int64)
-    return PddpState(policy, opt_state, key, zero, zero, zero)
+    n, T = config.n_problems, problem.horizon
+    empty = problem.sample(jax.random.key(0), n)  # shapes of beta only; never learned from
+    empty = jax.tree.map(lambda a: jnp.zeros_like(jnp.asarray(a)), empty)
+    rows = _dataset(problem, policy, np.zeros((n, T + 1, problem.nx)),
+                    np.zeros((n, T, problem.nu)), np.zeros((n, T, problem.nu, problem.nx)),
+                    empty, np.zeros(n, dtype=bool))
+    data = jax.tree.map(lambda a: jnp.concatenate([a] * config.aggregate), rows)
+    return PddpState(policy, opt_state, key, zero, zero, zero, data)
 
 
 def supervised_loss(policy: Policy, batch: dict, key: jax.Array, config: PddpConfig):
     """Eq. 7 (+ weight x eq. 8 or its stochastic form) on one mini-batch: scalar, parts."""
-    regression = losses.regression_loss(policy, batch["x"], batch["u"], batch["params"])
+    regression = losses.regression_loss(policy, batch["x"], batch["u"], batch["params"],
+                                        batch["w"])
     gains = gain_matching_loss(policy, batch, key, config)
     return regression + config.sobolev_weight * gains, (regression, gains)
 
 
-def _dataset(problem: Problem, result, params, policy: Policy) -> dict:
-    """TO state-control-gain triples of the usable instances: dict of (m, ...) arrays."""
-    usable = usable_solves(result)
-    T = problem.horizon
-    xs = result.xs[usable, :T]
-    usable_params = {k: np.asarray(v)[usable] for k, v in params.items()}
-    beta = broadcast_params(policy, with_steps(usable_params, xs.shape[0], T), xs.shape[:2])
+def _dataset(problem: Problem, policy: Policy, xs, us, K, params, usable) -> dict:
+    """TO state-control-gain triples of n solves, N x T rows: dict of (N T, ...) arrays, with
+    weight w = 1 for the usable solves' rows and 0 (and zeroed entries) for the others. A
+    fixed row count keeps the supervised step's compiled program from one iteration to the
+    next."""
+    n, T = us.shape[:2]
+    keep = np.asarray(usable)[:, None, None]
+    beta = broadcast_params(policy, with_steps(params, n, T), (n, T))
     return {
-        "x": jnp.asarray(xs.reshape(-1, problem.nx)),
-        "u": jnp.asarray(result.us[usable].reshape(-1, problem.nu)),
-        "K": jnp.asarray(result.K[usable].reshape(-1, problem.nu, problem.nx)),
-        "params": {k: v.reshape((-1,) + v.shape[2:]) for k, v in beta.items()},
+        "x": jnp.asarray(np.where(keep, xs[:, :T], 0.0).reshape(n * T, problem.nx)),
+        "u": jnp.asarray(np.where(keep, us, 0.0).reshape(n * T, problem.nu)),
+        "K": jnp.asarray(np.where(keep[..., None], K, 0.0).reshape(n * T, problem.nu, problem.nx)),
+        "params": {k: jnp.asarray(v).reshape((n * T,) + v.shape[2:]) for k, v in beta.items()},
+        "w": jnp.asarray(np.repeat(np.asarray(usable, dtype=np.float64), T)),
     }
 
 
@@ -117,7 +135,13 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
         ok_params = {k: np.asarray(v)[ok] for k, v in params.items()}
         policy = set_normalization(policy, result.xs[ok, : problem.horizon],
                                    with_steps(ok_params, int(ok.sum()), problem.horizon))
-    data = _dataset(problem, result, params, policy)
+    rows = _dataset(problem, policy, result.xs, result.us, result.K, params,
+                    usable_solves(result))
+    slot = int(state.iteration) % config.aggregate  # ring buffer: overwrite the oldest rows
+    data = jax.tree.map(
+        lambda buffer, new: jax.lax.dynamic_update_slice_in_dim(
+            buffer, new.astype(buffer.dtype), slot * new.shape[0], axis=0),
+        state.data, rows)
     policy, opt_state, (regression, gains) = fit_policy(
         policy, state.opt_state, data, fit_key, supervised_loss, config
     )
@@ -129,6 +153,7 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
         iteration=state.iteration + 1,
         sim_calls=state.sim_calls + calls,
         to_iterations=state.to_iterations + to_iterations,
+        data=data,
     )
     info = {
         "regression_loss": float(regression),
