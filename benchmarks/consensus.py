@@ -8,14 +8,17 @@ before its first evaluation), and the median and interquartile band over seeds a
 seed 0's final policy of each variant warm-starts the TO solver on the test set (Fig. 7:
 iterations from the policy's rollout vs from zero controls).
 
-Variant names: a base algorithm, then any of these suffix tokens (each at most once):
+Variant names are those of `rlto compare` (rlto.compare.GRAMMAR, which also gives this script
+its curves and plots): an algorithm, then any of these suffix tokens (each at most once, where
+the algorithm's config has the field):
 
-    pddp | plal          base algorithm, sobolev="none"
+    pddp | plal | ...    base algorithm, sobolev="none" where it has a Sobolev term
     +s                   sobolev="stochastic"       +fs   sobolev="full"
     +m                   shooting="multiple" (plal) +bcl  penalty="bcl" (plal)
     -c                   constrained=False (control bounds only in the policy's tanh)
+    +best                warm_start="best" (pddp)
 
-e.g. pddp, pddp+s, plal, plal+s, plal+s+m, plal+s-c, plal+s+bcl, plal+fs+m-c.
+e.g. pddp, pddp+s, plal, plal+s, plal+s+m, plal+s-c, plal+s+bcl, plal+fs+m-c, ppo.
 
 Runs go to <out>/runs/consensus-<problem>/<variant>/seed<k> (deleted first: every benchmark is
 fresh). Writes <out>/consensus_<problem>.json (settings, machine, every curve, summaries),
@@ -29,12 +32,9 @@ consensus_<problem>.md (table), consensus_<problem>.png (curves) and warmstart_<
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import datetime
 import json
 import math
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -42,8 +42,6 @@ import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
@@ -53,216 +51,29 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import rlto  # noqa: E402
-from benchmarks import machine_info  # noqa: E402
 from rlto.cli import _override as parse_override  # noqa: E402
+from rlto.compare import (  # noqa: E402  the grammar, curves and plots rlto compare shares
+    GRAMMAR,
+    QUICK_OPTIONS,
+    THRESHOLDS,
+    Variant,
+    add_curves,
+    fmt,
+    jsonable,
+    machine,
+    parse_variants,
+    precision_record,
+    pyplot,
+    read_curve,
+    run_options,
+    run_record,
+    summarize_runs,
+    write_curves_plot,
+    write_precision_plot,
+)
 from rlto.evaluate import evaluate, test_params, warm_start_study  # noqa: E402
 from rlto.problem import ProblemError  # noqa: E402
-from rlto.runs import RunDir  # noqa: E402
 from rlto.training import algorithm_config  # noqa: E402
-
-BASES = ("pddp", "plal")
-TOKENS: dict[str, tuple[str, Any]] = {
-    "+s": ("sobolev", "stochastic"),
-    "+fs": ("sobolev", "full"),
-    "+m": ("shooting", "multiple"),
-    "-c": ("constrained", False),
-    "+bcl": ("penalty", "bcl"),
-    "+best": ("warm_start", "best"),
-}
-PLAL_ONLY = ("+m", "+bcl")
-PDDP_ONLY = ("+best",)
-GRAMMAR = (
-    "a variant is BASE[TOKENS]: BASE is pddp or plal (sobolev='none'); tokens, each at most "
-    "once: +s (sobolev='stochastic'), +fs (sobolev='full'), +m (shooting='multiple', plal "
-    "only), -c (constrained=False), +bcl (penalty='bcl', plal only), +best (warm_start='best', "
-    "pddp only); e.g. plal+s+m, pddp+s-c, pddp+s+best"
-)
-THRESHOLDS = (1.0, 10.0)
-"""Gaps (percent) whose first crossing (in simulator calls) the table reports."""
-QUICK_OPTIONS = {"n_problems": 8, "epochs": 1, "batch_size": 64, "hidden": (16, 16),
-                 "to_max_iter": 30}
-"""--quick: algorithm options of a smoke test (-o still overrides them)."""
-CURVE_KEYS = ("iteration", "sim_calls", "wall_seconds", "test_gap")
-X_AXES = {"sim_calls": "simulator calls", "wall_seconds": "training wall seconds"}
-
-
-# ---------------------------------------------------------------------------------------------
-# Variants.
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """A benchmarked configuration: rlto.train(problem, algo, **dict(options))."""
-
-    name: str
-    """As given on the command line, e.g. "plal+s+m"."""
-    algo: str
-    """"pddp" or "plal"."""
-    options: tuple[tuple[str, Any], ...]
-    """(field, value) pairs of the algorithm's config that the name sets, in token order."""
-
-    @property
-    def option_dict(self) -> dict[str, Any]:
-        return dict(self.options)
-
-
-def parse_variant(name: str) -> Variant:
-    """The Variant of a name such as "plal+s-c"; ProblemError (listing the grammar) if bad."""
-    match = re.fullmatch(r"([a-z]+)((?:[+-][a-z]+)*)", name.strip())
-    if match is None or match.group(1) not in BASES:
-        raise ProblemError(f"unknown variant {name!r}; {GRAMMAR}.")
-    algo, suffix = match.group(1), match.group(2)
-    options: dict[str, Any] = {"sobolev": "none"}
-    seen: set[str] = set()
-    for token in re.findall(r"[+-][a-z]+", suffix):
-        if token not in TOKENS:
-            raise ProblemError(f"variant {name!r}: unknown token {token!r}; {GRAMMAR}.")
-        if token in PLAL_ONLY and algo != "plal":
-            raise ProblemError(f"variant {name!r}: {token} applies to plal only; {GRAMMAR}.")
-        if token in PDDP_ONLY and algo != "pddp":
-            raise ProblemError(f"variant {name!r}: {token} applies to pddp only; {GRAMMAR}.")
-        field, value = TOKENS[token]
-        if field in seen:
-            raise ProblemError(f"variant {name!r}: {field} set twice; {GRAMMAR}.")
-        seen.add(field)
-        options[field] = value
-    return Variant(name.strip(), algo, tuple(options.items()))
-
-
-def parse_variants(text: str) -> list[Variant]:
-    """Comma-separated variant names -> Variants (duplicates are an error)."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise ProblemError(f"no variants given; {GRAMMAR}.")
-    if len(set(names)) != len(names):
-        raise ProblemError(f"variant listed twice in {text!r}.")
-    return [parse_variant(n) for n in names]
-
-
-def run_options(variant: Variant, common: Mapping[str, Any]) -> dict[str, Any]:
-    """The variant's options plus the common ones (-o, --quick); a common option may not change
-    a field that the variant's name sets."""
-    own = variant.option_dict
-    clash = sorted(k for k in common if k in own and common[k] != own[k])
-    if clash:
-        raise ProblemError(
-            f"-o {', '.join(clash)} conflicts with variant {variant.name!r}, whose name sets "
-            f"{', '.join(f'{k}={own[k]!r}' for k in clash)}; use the name tokens instead."
-        )
-    return {**common, **own}
-
-
-# ---------------------------------------------------------------------------------------------
-# Curves and aggregation (pure NumPy).
-
-
-def step_interpolate(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Step-wise reading of a curve: y at the last x <= g for each g of grid, NaN where g is
-    below x[0] or beyond x[-1] (the run ended there: its curve must not look like it went on).
-    x (n,) non-decreasing, y (n,), grid (G,) -> (G,)."""
-    x, y, grid = (np.asarray(a, dtype=np.float64) for a in (x, y, grid))
-    if not y.size:
-        return np.full(grid.shape, np.nan)
-    index = np.searchsorted(x, grid, side="right") - 1
-    out = y[np.clip(index, 0, None)]
-    return np.where((index >= 0) & (grid <= x[-1]), out, np.nan)
-
-
-def log_grid(curves: Sequence[np.ndarray], points: int = 120) -> np.ndarray:
-    """A common log-spaced grid (G,) from the smallest positive x of any curve to the largest;
-    curves: x arrays (n_i,). Empty when no curve has a positive x."""
-    values = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in curves] or [[]])
-    values = values[np.isfinite(values) & (values > 0)]
-    if values.size == 0:
-        return np.zeros(0)
-    lo, hi = float(values.min()), float(values.max())
-    return np.array([lo]) if hi <= lo else np.geomspace(lo, hi, points)
-
-
-def aggregate(values: np.ndarray) -> dict[str, np.ndarray]:
-    """Median and quartiles over seeds of values (S, G) -> median, q25, q75 (G,) each; a grid
-    point where some seed has no value yet (NaN) gets NaN: a statistic over all seeds or none."""
-    values = np.asarray(values, dtype=np.float64)
-    complete = ~np.isnan(values).any(axis=0)
-    filled = np.where(complete, values, 0.0)
-    q25, median, q75 = np.percentile(filled, [25, 50, 75], axis=0)
-    return {name: np.where(complete, q, np.nan)
-            for name, q in (("median", median), ("q25", q25), ("q75", q75))}
-
-
-def first_reach(x: np.ndarray, gap: np.ndarray, threshold: float) -> float | None:
-    """x at the first evaluation with gap <= threshold (x (n,), gap (n,)); None if never."""
-    hits = np.flatnonzero(np.asarray(gap, dtype=np.float64) <= threshold)
-    return float(np.asarray(x)[hits[0]]) if hits.size else None
-
-
-def quartiles(values: Sequence[float]) -> dict[str, float]:
-    """median, q25, q75 of a list of numbers (over seeds)."""
-    q25, median, q75 = np.percentile(np.asarray(values, dtype=np.float64), [25, 50, 75])
-    return {"median": float(median), "q25": float(q25), "q75": float(q75)}
-
-
-def median_reach(per_seed: Sequence[float | None]) -> float | None:
-    """Median over seeds of a crossing point; None when some seed never crossed."""
-    if not per_seed or any(v is None for v in per_seed):
-        return None
-    return float(np.median(per_seed))
-
-
-def read_curve(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-    """CURVE_KEYS columns of a run's metrics.csv, each (n_evaluations,) float64."""
-    rows = RunDir(run_dir).read_metrics()
-    return {k: np.array([np.nan if r.get(k) is None else float(r[k]) for r in rows])
-            for k in CURVE_KEYS}
-
-
-def variant_curves(curves: Sequence[Mapping[str, np.ndarray]], x_key: str,
-                   grid: np.ndarray) -> dict[str, np.ndarray]:
-    """Median/IQR over seeds of test_gap vs x_key on grid: grid, median, q25, q75 (G,)."""
-    values = np.stack([step_interpolate(c[x_key], c["test_gap"], grid) for c in curves])
-    return {"grid": grid, **aggregate(values)}
-
-
-def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Over seeds: final gap quartiles, median wall seconds and sim calls, crossings."""
-    return {
-        "final_gap": quartiles([r["final_gap"] for r in runs]),
-        "final_sim_calls_median": float(np.median([r["final_sim_calls"] for r in runs])),
-        "wall_seconds_median": float(np.median([r["wall_seconds"] for r in runs])),
-        "sim_calls_to_gap": {f"{t:g}": median_reach([r["sim_calls_to_gap"][f"{t:g}"]
-                                                      for r in runs]) for t in THRESHOLDS},
-    }
-
-
-def run_record(seed: int, run_dir: str, curve: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """One (variant, seed): final numbers, crossings and the curve's points."""
-    return {
-        "seed": seed,
-        "run_dir": run_dir,
-        "iterations": int(curve["iteration"][-1]),
-        "final_gap": float(curve["test_gap"][-1]),
-        "final_sim_calls": float(curve["sim_calls"][-1]),
-        "wall_seconds": float(curve["wall_seconds"][-1]),
-        "sim_calls_to_gap": {f"{t:g}": first_reach(curve["sim_calls"], curve["test_gap"], t)
-                             for t in THRESHOLDS},
-        "curve": {k: v.tolist() for k, v in curve.items()},
-    }
-
-
-def jsonable(value: Any) -> Any:
-    """Strict JSON data: arrays/tuples as lists, NumPy scalars as numbers, NaN/inf as None."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray | list | tuple):
-        return [jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
-
 
 # ---------------------------------------------------------------------------------------------
 # Command line.
@@ -314,12 +125,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.common = {**(QUICK_OPTIONS if args.quick else {}), **dict(args.options)}
     args.seconds_budget = None if math.isinf(args.seconds) else args.seconds
     return args
-
-
-def machine() -> dict[str, Any]:
-    """Where and when the benchmark ran."""
-    now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    return {**machine_info.machine(), "date": now}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,36 +205,8 @@ def run_variant(problem, variant: Variant, args, console: Console) -> dict[str, 
     return entry
 
 
-def precision_record(report) -> dict[str, Any]:
-    """Per test instance: relative cost gap (J_pi - J*) / |J*| and final task-space error (None
-    without a task space), for the precision figure (seed 002, Fig. 2)."""
-    relative = (report.policy_cost - report.optimum_cost) / np.maximum(
-        np.abs(report.optimum_cost), 1e-12)
-    final = None if report.final_error is None else np.asarray(report.final_error).tolist()
-    return {"relative_gap": np.asarray(relative).tolist(), "final_error": final}
-
-
-def add_curves(variants: dict[str, dict], points: int) -> dict[str, list]:
-    """Per variant, median/IQR curves on common grids (one per x axis); returns the grids."""
-    grids = {}
-    for x_key in X_AXES:
-        xs = [np.asarray(r["curve"][x_key]) for v in variants.values() for r in v["runs"]]
-        grid = log_grid(xs, points)
-        grids[x_key] = grid
-        for entry in variants.values():
-            if entry["runs"]:
-                curves = [{k: np.asarray(v) for k, v in r["curve"].items()}
-                          for r in entry["runs"]]
-                entry.setdefault("aggregate", {})[x_key] = variant_curves(curves, x_key, grid)
-    return grids
-
-
 # ---------------------------------------------------------------------------------------------
 # Outputs.
-
-
-def fmt(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
 
 
 def table_rows(result: Mapping[str, Any]) -> list[list[str]]:
@@ -512,75 +289,9 @@ def warm_start_lines(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _log_ticks(axis, grid: np.ndarray) -> None:
-    """Readable labels on a log axis over grid (G,): 1, 2, 5 x 10^k below three decades, the
-    decades above; never the crowded minor labels."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    if grid.size and grid[-1] < 1e3 * grid[0]:
-        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        axis.set_major_formatter(FuncFormatter(_power_label))
-    axis.set_minor_formatter(NullFormatter())
-
-
-def _power_label(x: float, _position=None) -> str:
-    """5e4 -> "$5\\times10^{4}$", 1e5 -> "$10^{5}$", 0.5 -> "$0.5$", 200 -> "$200$"."""
-    if not x > 0:
-        return ""
-    k = math.floor(math.log10(x) + 1e-9)
-    mantissa = round(x / 10.0**k, 6)
-    if -2 <= k <= 2:
-        return f"${mantissa * 10.0**k:g}$"
-    return f"$10^{{{k}}}$" if mantissa == 1 else f"${mantissa:g}\\times10^{{{k}}}$"
-
-
-def write_curves_plot(path: Path, result: Mapping[str, Any]) -> None:
-    """Two panels (sim calls, wall seconds): per variant median gap and IQR band (where every
-    seed has a value) over thin per-seed curves, log-log."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, (x_key, label) in zip(axes, X_AXES.items(), strict=True):
-        for i, (name, v) in enumerate(result["variants"].items()):
-            color = f"C{i}"
-            for run in v["runs"]:  # each seed, thin: visible even where seeds do not overlap
-                ax.plot(run["curve"][x_key], run["curve"]["test_gap"], color=color, lw=0.6,
-                        alpha=0.35)
-            curve = v.get("aggregate", {}).get(x_key)
-            if curve is None:
-                continue
-            grid, med, q25, q75 = (np.asarray(curve[k], dtype=np.float64)
-                                   for k in ("grid", "median", "q25", "q75"))
-            ax.plot(grid, med, color=color, lw=2, label=f"{name} (n={len(v['runs'])})")
-            ax.fill_between(grid, q25, q75, color=color, alpha=0.2, lw=0)
-        for t in THRESHOLDS:
-            ax.axhline(t, color="0.6", lw=0.8, ls=":")
-        ax.set_xscale("log")
-        ax.set_yscale("log", nonpositive="mask")
-        _log_ticks(ax.xaxis, np.asarray(result["grids"][x_key], dtype=np.float64))
-        ax.set_xlabel(label)
-        ax.set_ylabel("test gap (%)")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    s = result["settings"]
-    fig.suptitle(f"{s['problem']}: median test gap and interquartile band over "
-                 f"{s['seeds']} seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def write_warmstart_plot(path: Path, result: Mapping[str, Any]) -> None:
     """Box plots of TO iterations from seed 0's policy vs from zero controls, per variant."""
-    plt = _pyplot()
+    plt = pyplot()
     studies = {n: v["warm_start"] for n, v in result["variants"].items() if "warm_start" in v}
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(studies) + 2), 4.5))
     for i, w in enumerate(studies.values()):
@@ -597,31 +308,6 @@ def write_warmstart_plot(path: Path, result: Mapping[str, Any]) -> None:
               loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     ax.set_title(f"{result['settings']['problem']}: warm-starting TO (seed 002, Fig. 7)")
     ax.grid(True, axis="y", alpha=0.3)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-def write_precision_plot(path: Path, result: Mapping[str, Any]) -> None:
-    """Box plots over the test set of seed 0's policy: relative cost gap to J* and final
-    task-space error, per variant, log scales (seed 002, Fig. 2: precision)."""
-    plt = _pyplot()
-    records = {n: v["precision"] for n, v in result["variants"].items() if "precision" in v}
-    panels = [("relative_gap", "(J_pi - J*) / |J*| per test instance")]
-    if any(r["final_error"] is not None for r in records.values()):
-        panels.append(("final_error", "final task-space error ||p(x_T) - p*||"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 1, 4.5), squeeze=False)
-    for ax, (key, label) in zip(axes[0], panels, strict=True):
-        names = [n for n, r in records.items() if r[key] is not None]
-        # Floors keep instances where the policy matches or beats J* on the log axis.
-        data = [np.maximum(np.nan_to_num(np.asarray(records[n][key], dtype=float),
-                                         nan=np.inf), 1e-8) for n in names]
-        ax.boxplot([d[np.isfinite(d)] for d in data], whis=(5, 95), showfliers=True)
-        ax.set_xticks(range(1, len(names) + 1), names)
-        ax.set_yscale("log")
-        ax.set_ylabel(label)
-        ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(f"{result['settings']['problem']}: precision of seed 0's policy "
-                 "(seed 002, Fig. 2; whiskers 5-95%, floor 1e-8)")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 

@@ -1,4 +1,4 @@
-"""Command-line interface: `rlto problems`, `rlto solve` (and later train, eval, compare, bench).
+"""Command-line interface: `rlto problems`, `solve`, `train`, `eval`, `compare` and `bench`.
 
 Each subcommand is a pair (add its arguments to a parser, run it on the parsed arguments and
 return an exit code), listed in COMMANDS; `main` dispatches. Library errors that are the user's
@@ -397,9 +397,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algo", default="pddp", help="policy-learning algorithm (default pddp)")
     parser.add_argument("--seed", type=int, default=0, help="fixes every random number (default 0)")
     parser.add_argument("--seconds", type=float, default=None,
-                        help="training wall-time budget (default 60 when --iterations is absent)")
+                        help="training wall-time budget (default 60 when neither --iterations "
+                             "nor --budget-calls is given)")
     parser.add_argument("--iterations", type=_positive_int, default=None,
                         help="outer iterations at most")
+    parser.add_argument("--budget-calls", type=_positive_int, default=None,
+                        help="simulator calls at most (the iteration that crosses it completes)")
     parser.add_argument("--option", "-o", dest="options", metavar="FIELD=VALUE", action="append",
                         type=_override, default=[],
                         help="a field of the algorithm's config, e.g. -o sobolev=full; repeatable")
@@ -418,10 +421,12 @@ def run_train(args: argparse.Namespace) -> int:
     import rlto
 
     problem = make_problem(args.name, dict(args.overrides))
-    seconds = 60.0 if args.seconds is None and args.iterations is None else args.seconds
+    unbudgeted = args.seconds is None and args.iterations is None and args.budget_calls is None
+    seconds = 60.0 if unbudgeted else args.seconds
     out = args.out or Path("runs") / f"train-{args.name}-{args.algo}-seed{args.seed}"
     run = rlto.train(problem, algo=args.algo, seed=args.seed, seconds=seconds,
-                     iterations=args.iterations, out=out, test_size=args.test_size,
+                     iterations=args.iterations, max_sim_calls=args.budget_calls, out=out,
+                     test_size=args.test_size,
                      progress=not args.json, **dict(args.options))
     if args.json:
         print(json.dumps(to_jsonable(run.evaluation), indent=2))
@@ -561,8 +566,81 @@ def warm_start_markdown(table: dict) -> str:
     ])
 
 
+# ---------------------------------------------------------------------------------------------
+# rlto compare
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `rlto compare`."""
+    from rlto.compare import GRAMMAR, QUICK_OPTIONS
+
+    parser.epilog = GRAMMAR + "."
+    parser.add_argument("name", help="built-in problem name (see `rlto problems`)")
+    parser.add_argument("--algos", default="plal+s,pddp+s,pods,dpl,ppo,sac",
+                        help="comma-separated variants (default %(default)s)")
+    parser.add_argument("--seeds", type=_positive_int, default=3,
+                        help="seeds 0..SEEDS-1 per variant (default 3)")
+    parser.add_argument("--budget-calls", type=_positive_int, default=None,
+                        help="simulator calls per run at most (the iteration that crosses it "
+                             "completes); the comparison's fair budget")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="training wall seconds per run at most (default 60 when neither "
+                             "--budget-calls nor --iterations is given)")
+    parser.add_argument("--iterations", type=_positive_int, default=None,
+                        help="outer iterations per run at most")
+    parser.add_argument("--jobs", type=_positive_int, default=None,
+                        help="runs in parallel processes (default: half the CPUs)")
+    parser.add_argument("--option", "-o", dest="options", metavar="FIELD=VALUE", action="append",
+                        type=_override, default=[],
+                        help="an algorithm config field, for every variant whose algorithm has "
+                             "it, e.g. -o n_problems=32; repeatable")
+    parser.add_argument("--set", dest="overrides", metavar="FIELD=VALUE", action="append",
+                        type=_override, default=[], help="a field of the problem's config")
+    parser.add_argument("--test-size", type=_positive_int, default=100,
+                        help="test-set size M (default 100)")
+    parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
+                        help="train one iteration before each run so that JIT compilation is "
+                             "not in its wall seconds (default on)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: tiny networks and batches "
+                             f"({', '.join(f'{k}={v}' for k, v in QUICK_OPTIONS.items())}, -o "
+                             "overrides them), test size 8, no warm-up")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default runs/compare-NAME)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the per-variant summaries as JSON")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Train every variant for every seed under one budget; write compare_NAME.{json,md,png}
+    and precision_NAME.png; print the table. Exit 1 when some run failed."""
+    from rlto import compare
+
+    unbudgeted = args.seconds is None and args.iterations is None and args.budget_calls is None
+    common = {**(compare.QUICK_OPTIONS if args.quick else {}), **dict(args.options)}
+    if args.quick:
+        compare.check_common_options(compare.parse_variants(args.algos), dict(args.options))
+    out = args.out or Path("runs") / f"compare-{args.name}"
+    result = compare.compare(
+        args.name, args.algos, seeds=args.seeds, seconds=60.0 if unbudgeted else args.seconds,
+        iterations=args.iterations, max_sim_calls=args.budget_calls, options=common,
+        overrides=dict(args.overrides), out=out, test_size=8 if args.quick else args.test_size,
+        jobs=args.jobs, warmup=args.warmup and not args.quick, progress=not args.json,
+        command_line=" ".join(["rlto", "compare", *sys.argv[2:]]),
+    )
+    if args.json:
+        keys = ("final_gap", "final_sim_calls_median", "wall_seconds_median", "sim_calls_to_gap",
+                "errors")
+        print(json.dumps(compare.jsonable({n: {k: v.get(k) for k in keys}
+                                           for n, v in result["variants"].items()}), indent=2))
+    else:
+        print(compare.markdown(result))
+        print(f"written to {out}: compare_{result['settings']['problem']}.json, .md, .png, "
+              f"precision_{result['settings']['problem']}.png; runs in {out / 'runs'}")
+    return 1 if any(v["errors"] for v in result["variants"].values()) else EXIT_OK
+
+
 # name -> (add_arguments(parser), run(args) -> exit code, one-line help).
-# Later: compare.
 COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "problems": (add_problems_arguments, run_problems, "list the built-in problems"),
     "solve": (add_solve_arguments, run_solve,
@@ -571,6 +649,9 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "train": (add_train_arguments, run_train,
               "train a policy (resumable run directory: config, metrics, checkpoints, plots)"),
     "eval": (add_eval_arguments, run_eval, "evaluate a trained policy on its test set"),
+    "compare": (add_compare_arguments, run_compare,
+                "train several algorithms for several seeds under one budget; sample-efficiency "
+                "and precision plots and a table"),
     "bench": (add_bench_arguments, run_bench,
               "studies of a trained policy; warmstart: CACTO's table of TO warm starts"),
 }

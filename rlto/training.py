@@ -65,19 +65,22 @@ def train(
     seed: int = 0,
     seconds: float | None = None,
     iterations: int | None = None,
+    max_sim_calls: int | None = None,
     out: str | os.PathLike = "runs/train",
     test_size: int = 100,
     progress: bool = True,
     **options,
 ) -> TrainResult:
-    """Train a policy on `problem` with algorithm `algo` until `seconds` of training wall time
-    or `iterations` outer iterations (whichever comes first; at least one must be given).
+    """Train a policy on `problem` with algorithm `algo` until `seconds` of training wall time,
+    `iterations` outer iterations or `max_sim_calls` simulator calls, whichever comes first (at
+    least one must be given; the iteration that crosses max_sim_calls completes).
 
     options: fields of the algorithm's config (e.g. sobolev="full" for PDDP).
     A run directory that already has a checkpoint is resumed from it (same config required).
     """
-    if seconds is None and iterations is None:
-        raise ProblemError("train needs a budget: seconds=..., iterations=..., or both.")
+    if seconds is None and iterations is None and max_sim_calls is None:
+        raise ProblemError("train needs a budget: seconds=..., iterations=... or "
+                           "max_sim_calls=... (any combination).")
     module, config = algorithm_config(algo, options)
     run = RunDir(out, columns=METRIC_COLUMNS)
     resolved = {
@@ -111,8 +114,10 @@ def train(
     optimum = optimum_costs(problem, test)
     report = None
     with _progress(progress, f"{algo} on {problem.name}", iterations) as advance:
-        while (iterations is None or int(state.iteration) < iterations) and (
-            seconds is None or wall < seconds
+        while (
+            (iterations is None or int(state.iteration) < iterations)
+            and (seconds is None or wall < seconds)
+            and (max_sim_calls is None or int(state.sim_calls) < max_sim_calls)
         ):
             start = time.perf_counter()
             state, info = module.step(problem, config, state)

@@ -150,3 +150,16 @@ def test_aggregate_keeps_the_last_iterations_data(lqr):
     params = {"x0": jax.numpy.asarray(xs[:, 0])}
     rolled = np.asarray(jax.vmap(lqr.rollout)(jax.numpy.asarray(us), params))
     np.testing.assert_allclose(rolled[:, : lqr.horizon], xs, rtol=1e-10, atol=1e-12)
+
+
+def test_sim_call_budget_stops_at_the_iteration_that_crosses_it(lqr, tmp_path):
+    one = rlto.train(lqr, algo="pddp", seed=0, max_sim_calls=1, out=tmp_path / "one",
+                     test_size=8, progress=False, **TINY)
+    assert one.iterations == 1
+    calls = [int(r["sim_calls"]) for r in csv.DictReader(open(tmp_path / "one" / "metrics.csv"))]
+    # One call more than the first iteration spent needs exactly a second iteration.
+    two = rlto.train(lqr, algo="pddp", seed=0, max_sim_calls=calls[0] + 1,
+                     out=tmp_path / "two", test_size=8, progress=False, **TINY)
+    assert two.iterations == 2
+    with pytest.raises(ProblemError, match="max_sim_calls"):
+        rlto.train(lqr, algo="pddp", out=tmp_path / "none")

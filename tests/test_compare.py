@@ -1,0 +1,206 @@
+"""rlto.compare and `rlto compare`: the variant grammar over every algorithm, the step-wise curves
+and their median/IQR over seeds (against hand-computed numbers), and comparisons end to end
+(in this process and in worker processes, which must give the same numbers)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlto import compare
+from rlto.cli import main as cli_main
+from rlto.problem import ProblemError
+
+
+@pytest.mark.parametrize(("name", "algo", "options"), [
+    ("pddp", "pddp", {"sobolev": "none"}),
+    ("pddp+s", "pddp", {"sobolev": "stochastic"}),
+    ("pddp+fs-c", "pddp", {"sobolev": "full", "constrained": False}),
+    ("plal", "plal", {"sobolev": "none"}),
+    ("plal+s", "plal", {"sobolev": "stochastic"}),
+    ("plal+s+m", "plal", {"sobolev": "stochastic", "shooting": "multiple"}),
+    ("plal+s-c", "plal", {"sobolev": "stochastic", "constrained": False}),
+    ("plal+s+bcl", "plal", {"sobolev": "stochastic", "penalty": "bcl"}),
+    ("plal-c+m", "plal", {"sobolev": "none", "constrained": False, "shooting": "multiple"}),
+    ("pddp+s+best", "pddp", {"sobolev": "stochastic", "warm_start": "best"}),
+    ("ppo", "ppo", {}),
+    ("sac", "sac", {}),
+    ("cacto", "cacto", {"sobolev": "none"}),
+    ("cacto-sl", "cacto-sl", {"sobolev": "none"}),
+])
+def test_variant_names_map_to_algorithm_options(name, algo, options):
+    variant = compare.parse_variant(name)
+    assert (variant.name, variant.algo, variant.option_dict) == (name, algo, options)
+    hash(variant)  # frozen: usable as a key
+
+
+@pytest.mark.parametrize("name", ["ppx", "ppo+s", "sac-c", "plal+x", "pddp+m", "pddp+bcl",
+                                  "plal+s+fs", "plal+best", "plal+s+s", "plal s", "+s", "PLAL"])
+def test_bad_variant_names_are_rejected_with_the_grammar(name):
+    with pytest.raises(ProblemError, match="variant is BASE"):
+        compare.parse_variant(name)
+
+
+def test_variant_lists_and_common_options():
+    names = [v.name for v in compare.parse_variants("pddp, plal+s,plal+s+m")]
+    assert names == ["pddp", "plal+s", "plal+s+m"]
+    with pytest.raises(ProblemError, match="twice"):
+        compare.parse_variants("pddp,pddp")
+    variant = compare.parse_variant("plal+s")
+    assert compare.run_options(variant, {"epochs": 3, "sobolev": "stochastic"}) == {
+        "epochs": 3, "sobolev": "stochastic"}
+    with pytest.raises(ProblemError, match="conflicts"):
+        compare.run_options(variant, {"sobolev": "full"})
+
+
+def test_step_interpolation_reads_the_last_evaluation_at_or_before():
+    got = compare.step_interpolate([10, 20, 40], [5.0, 3.0, 1.0], [5, 10, 15, 20, 30, 40, 100])
+    np.testing.assert_array_equal(got, [np.nan, 5, 5, 3, 3, 1, np.nan])
+
+
+def test_median_and_iqr_over_seeds_by_hand():
+    # Three seeds, evaluated at different sim-call counts.
+    curves = [
+        {"sim_calls": np.array([10.0, 20, 40]), "test_gap": np.array([8.0, 4, 1])},
+        {"sim_calls": np.array([5.0, 30, 40]), "test_gap": np.array([6.0, 2, 2])},
+        {"sim_calls": np.array([15.0, 50]), "test_gap": np.array([10.0, 10])},
+    ]
+    grid = np.array([5.0, 10, 15, 20, 30, 40, 50])
+    # Step-wise: [nan 8 8 4 4 1 nan], [6 6 6 6 2 2 nan], [nan nan 10 10 10 10 10] (a curve ends
+    # at its run's last evaluation); a statistic only where all three seeds have a value.
+    # Columns {6,8,10}, {4,6,10}, {2,4,10}, {1,2,10}: median = the middle one, quartiles
+    # halfway to the neighbours (NumPy's linear interpolation).
+    out = compare.variant_curves(curves, "sim_calls", grid)
+    nan = np.nan
+    np.testing.assert_array_equal(out["grid"], grid)
+    np.testing.assert_allclose(out["median"], [nan, nan, 8, 6, 4, 2, nan])
+    np.testing.assert_allclose(out["q25"], [nan, nan, 7, 5, 3, 1.5, nan])
+    np.testing.assert_allclose(out["q75"], [nan, nan, 9, 8, 7, 6, nan])
+
+
+def test_crossings_grid_and_quartiles():
+    assert compare.first_reach([1, 2, 3], [20.0, 5.0, 0.5], 10.0) == 2.0
+    assert compare.first_reach([1, 2, 3], [20.0, 5.0, 0.5], 0.1) is None
+    assert compare.median_reach([100.0, 300.0]) == 200.0
+    assert compare.median_reach([100.0, None]) is None
+    assert compare.quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == {"median": 3.0, "q25": 2.0,
+                                                            "q75": 4.0}
+    grid = compare.log_grid([np.array([10.0, 100.0]), np.array([0.0, 1000.0])], points=4)
+    np.testing.assert_allclose(grid, [10, 10 ** (5 / 3), 10 ** (7 / 3), 1000])
+    assert grid[0] == 10 and grid[-1] == 1000  # zero (not on a log axis) is left out
+    assert compare.log_grid([np.array([5.0])]).tolist() == [5.0]
+    assert compare.jsonable({"a": (np.float64(np.nan), np.int64(3), np.inf)}) == {
+        "a": [None, 3, None]}
+
+
+def test_common_options_go_to_the_algorithms_that_have_them():
+    pddp, ppo = compare.parse_variants("pddp,ppo")
+    common = {"hidden": (16, 16), "epochs": 2, "n_steps": 32}
+    assert compare.run_options(pddp, common, only_known=True) == {
+        "hidden": (16, 16), "epochs": 2, "sobolev": "none"}
+    assert compare.run_options(ppo, common, only_known=True) == {
+        "hidden": (16, 16), "n_steps": 32}
+    compare.check_common_options([pddp, ppo], common)
+    with pytest.raises(ProblemError, match="none of the compared algorithms"):
+        compare.check_common_options([pddp, ppo], {"epochz": 2})
+
+
+def _finite(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+TINY = {"n_problems": 8, "epochs": 1, "batch_size": 16, "hidden": (16, 16), "to_max_iter": 30,
+        "n_steps": 32, "n_epochs": 2}
+"""Options of a seconds-long run of PDDP and of PPO on lqr with T = 20."""
+PDDP_TINY = {k: v for k, v in TINY.items() if k not in ("n_steps", "n_epochs")}
+
+
+def test_compare_end_to_end_with_a_baseline(tmp_path):
+    """pddp and ppo, two seeds each, in this process: JSON, table and both plots; the
+    sim-call budget stops each run at the iteration that crosses it."""
+    result = compare.compare("lqr", "pddp,ppo", seeds=2, max_sim_calls=100, options=TINY,
+                             overrides={"horizon": 20}, out=tmp_path, test_size=8, jobs=1,
+                             warmup=False, progress=False)
+    for name in ("compare_lqr.json", "compare_lqr.md", "compare_lqr.png", "precision_lqr.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    saved = json.loads((tmp_path / "compare_lqr.json").read_text())
+    assert list(saved["variants"]) == ["pddp", "ppo"]
+    assert saved["settings"]["max_sim_calls"] == 100
+    for name, entry in saved["variants"].items():
+        assert entry["errors"] == [], entry["errors"]
+        assert [r["seed"] for r in entry["runs"]] == [0, 1]
+        for run in entry["runs"]:
+            # The run stops after the iteration that crosses 100 calls (PDDP: its first; PPO
+            # with 32 env steps per iteration: its fourth).
+            calls = run["curve"]["sim_calls"]
+            assert calls[-1] >= 100 and all(c < 100 for c in calls[:-1]), calls
+            assert run["iterations"] == {"pddp": 1, "ppo": 4}[name]
+            assert all(_finite(run[k]) for k in ("final_gap", "final_sim_calls",
+                                                  "wall_seconds"))
+            assert Path(run["run_dir"]) == tmp_path / "runs" / name / f"seed{run['seed']}"
+        assert len(entry["precision"]["relative_gap"]) == 8
+        assert all(_finite(v) for v in entry["precision"]["relative_gap"])
+    assert "n_steps" not in saved["variants"]["pddp"]["options"]
+    assert saved["variants"]["ppo"]["options"] == {"hidden": [16, 16], "batch_size": 16,
+                                                   "n_steps": 32, "n_epochs": 2}
+    table = (tmp_path / "compare_lqr.md").read_text()
+    assert table.startswith("# Comparison on lqr") and "| ppo |" in table
+    assert result["variants"]["pddp"]["runs"][0]["final_gap"] == pytest.approx(
+        saved["variants"]["pddp"]["runs"][0]["final_gap"])
+
+
+def test_worker_processes_give_the_numbers_of_this_process(tmp_path):
+    """Two runs in a pool of two spawned processes (with a warm-up iteration each) give the
+    same curves as the same runs in this process: a seed fixes every number wherever it runs."""
+    kwargs = dict(seeds=2, iterations=2, options=PDDP_TINY, overrides={"horizon": 20}, test_size=8,
+                  progress=False)
+    pooled = compare.compare("lqr", "pddp", out=tmp_path / "pool", jobs=2, warmup=True,
+                             **kwargs)
+    local = compare.compare("lqr", "pddp", out=tmp_path / "local", jobs=1, warmup=False,
+                            **kwargs)
+    for a, b in zip(pooled["variants"]["pddp"]["runs"], local["variants"]["pddp"]["runs"],
+                    strict=True):
+        assert a["seed"] == b["seed"]
+        for key in ("iteration", "sim_calls", "test_gap"):
+            assert a["curve"][key] == b["curve"][key], key
+    assert not list((tmp_path / "pool" / "runs" / "pddp").glob("*warmup*"))
+
+
+def test_a_failing_run_is_reported_and_the_others_go_on(tmp_path):
+    """One run raising (here: seed 1's run directory is a file, which rmtree leaves and
+    makedirs refuses) is an error entry; the other seed's numbers and the outputs are still
+    written."""
+    blocker = tmp_path / "runs" / "pddp"
+    blocker.mkdir(parents=True)
+    (blocker / "seed1").write_text("a file where the run directory should be")
+    result = compare.compare("lqr", "pddp", seeds=2, iterations=1, options=PDDP_TINY,
+                             overrides={"horizon": 20}, out=tmp_path, test_size=8, jobs=1,
+                             warmup=False, progress=False)
+    entry = result["variants"]["pddp"]
+    assert [r["seed"] for r in entry["runs"]] == [0]
+    assert [e["seed"] for e in entry["errors"]] == [1]
+    assert "seed 1" in (tmp_path / "compare_lqr.md").read_text()
+
+
+def test_compare_rejects_bad_requests_before_training(tmp_path):
+    with pytest.raises(ProblemError, match="needs a budget"):
+        compare.compare("lqr", "pddp", out=tmp_path)
+    with pytest.raises(ProblemError, match="unknown variant"):
+        compare.compare("lqr", "pddp,ppx", iterations=1, out=tmp_path)
+    with pytest.raises(ProblemError, match="policy_dtype must be one of"):
+        compare.compare("lqr", "pddp", iterations=1, out=tmp_path,
+                        options={"policy_dtype": "float16"})
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_compare_usage_errors_exit_2(tmp_path, capsys):
+    assert cli_main(["compare", "lqr", "--algos", "pddp,ppx", "--iterations", "1",
+                     "--out", str(tmp_path)]) == 2
+    assert "unknown variant 'ppx'" in capsys.readouterr().err
+    assert cli_main(["compare", "lqr", "--algos", "pddp", "-o", "epochz=1", "--iterations",
+                     "1", "--out", str(tmp_path)]) == 2
+    assert "epochz" in capsys.readouterr().err
