@@ -20,7 +20,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check rlto tests benchmarks
 
 test: lint
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=15
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -7,8 +7,8 @@ solved from the same warm start (zero controls, states = rollout) by
   call's extra time is reported as compile time), and
 - crocoddyl's SolverBoxFDDP, one instance after another, for each kind of action model:
   "numpy" (hand-written Python/NumPy models: the fair "Python action model" anchor), "native"
-  (crocoddyl's C++ models over a Pinocchio model; pendulum only) and "jax" (Python models calling
-  the problem's JAX functions point by point: slow per-point dispatch, shown for reference).
+  (crocoddyl's C++ models over a Pinocchio model; pendulum and ur5) and "jax" (Python models
+  calling the problem's JAX functions point by point: slow per-point dispatch, for reference).
 
 Crocoddyl's time per instance does not depend on n, so each kind solves at most --croc-subset
 (--jax-subset for the jax kind) of the instances once; the time for n instances is the sum over
@@ -18,9 +18,12 @@ crocoddyl's th_stop (|d1 + d2/2|, the expected cost decrease of a full step). cr
 that the rolled-out warm start is feasible (is_feasible=True), as rlto.solve treats it, so both
 use the box-QP from the first iteration.
 
-Writes <out>/solver.json (all numbers), solver.md (tables) and solver.png (throughput vs n).
+Writes <out>/solver.json (all numbers), solver.md (tables) and solver.png (throughput vs n);
+--stem renames them.
 
     python benchmarks/solver.py                       # full run (minutes)
+    python benchmarks/solver.py --problems ur5 --sizes 1,64,256 --kinds native,jax \
+        --jax-subset 2 --stem solver_ur5              # UR5 against crocoddyl over Pinocchio
     python benchmarks/solver.py --quick --out /tmp/b  # smoke test (seconds)
 """
 
@@ -62,6 +65,8 @@ KIND_LABELS = {
 NO_MODEL_REASON = {
     ("double_integrator", "native"): "no native crocoddyl equivalent: CACTO's softplus obstacle "
     "and target-valley costs have no crocoddyl activation/residual",
+    ("ur5", "numpy"): "no hand-written NumPy model: rigid-body dynamics and their derivatives "
+    "by hand are what the native (Pinocchio) model is",
 }
 
 
@@ -86,6 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
                         help="output directory (default: benchmarks/results)")
+    parser.add_argument("--stem", default="solver",
+                        help="output file names STEM.json, .md, .png (default: %(default)s; e.g. "
+                        "solver_ur5 for a run on ur5 alone)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: pendulum, n=2, 5 iterations, 2 crocoddyl instances")
     args = parser.parse_args(argv)
@@ -358,11 +366,12 @@ def main(argv=None) -> int:
         "rows": rows,
         "notes": notes,
     }
-    (out / "solver.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(out / "solver.md", result)
-    write_plot(out / "solver.png", result)
-    print((out / "solver.md").read_text())
-    console.print(f"wrote {out / 'solver.json'}, solver.md, solver.png")
+    stem = args.stem
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(out / f"{stem}.md", result)
+    write_plot(out / f"{stem}.png", result)
+    print((out / f"{stem}.md").read_text())
+    console.print(f"wrote {out / stem}.json, {stem}.md, {stem}.png")
     return 0
 
 

@@ -7,8 +7,8 @@ are only needed here). Three kinds of crocoddyl action models solve a Problem's 
   (any Problem). Exact derivatives; one jitted call per calc and per calcDiff.
 - ``models="numpy"``: hand-written NumPy action models with hand-derived derivatives, the fair
   "Python action model" anchor for speed (``pendulum``, ``double_integrator``).
-- ``models="native"``: crocoddyl's own C++ models over a Pinocchio model built in code
-  (``pendulum``): the fastest crocoddyl can be.
+- ``models="native"``: crocoddyl's own C++ models over a Pinocchio model (``pendulum``, built
+  in code; ``ur5``, from the same URDF as the problem): the fastest crocoddyl can be.
 
 `solve_crocoddyl` solves n instances one after another with `crocoddyl.SolverBoxFDDP`.
 """
@@ -473,7 +473,53 @@ def _pendulum_native(problem: Problem, params_one: Mapping[str, Any]):
     return [running] * problem.horizon, terminal
 
 
-_NATIVE_BUILDERS: dict[str, Callable] = {"pendulum": _pendulum_native}
+def _ur5_native(problem: Problem, params_one: Mapping[str, Any]):
+    """Crocoddyl's C++ models of `ur5` over Pinocchio's model of the same URDF: free forward
+    dynamics (ABA) with crocoddyl's Euler step (semi-implicit, as the problem's), the flange's
+    translation residual to this instance's target, a joint-velocity state residual and the
+    torque residual, weighted as in rlto/problems/ur5.py; torque bounds from the URDF."""
+    import pinocchio as pin
+
+    from rlto.robots import load_robot
+
+    c = problem.config
+    model = pin.buildModelFromUrdf(load_robot(c.urdf).urdf_path)
+    state = crocoddyl.StateMultibody(model)
+    actuation = crocoddyl.ActuationModelFull(state)
+    nu, nv = actuation.nu, model.nv
+    frame_id = model.getFrameId(c.frame)
+    target = np.asarray(params_one["target"], dtype=np.float64)
+
+    def costs(w_pos, w_vel, with_control):
+        total = crocoddyl.CostModelSum(state, nu)
+        reach = crocoddyl.ResidualModelFrameTranslation(state, frame_id, target, nu)
+        total.addCost("reach", crocoddyl.CostModelResidual(state, reach), float(w_pos))
+        velocity = crocoddyl.CostModelResidual(
+            state,
+            crocoddyl.ActivationModelWeightedQuad(np.r_[np.zeros(nv), np.full(nv, float(w_vel))]),
+            crocoddyl.ResidualModelState(state, np.zeros(state.nx), nu),
+        )
+        total.addCost("velocity", velocity, 1.0)
+        if with_control:
+            control = crocoddyl.CostModelResidual(state, crocoddyl.ResidualModelControl(state, nu))
+            total.addCost("control", control, float(c.w_u))
+        return total
+
+    def integrated(w_pos, w_vel, dt, with_control):
+        dam = crocoddyl.DifferentialActionModelFreeFwdDynamics(
+            state, actuation, costs(w_pos, w_vel, with_control)
+        )
+        iam = crocoddyl.IntegratedActionModelEuler(dam, dt)
+        iam.u_lb = np.asarray(problem.u_lower, dtype=np.float64)
+        iam.u_ub = np.asarray(problem.u_upper, dtype=np.float64)
+        return iam
+
+    running = integrated(c.w_pos, c.w_vel, float(c.dt), True)
+    terminal = integrated(c.w_pos_terminal, c.w_vel_terminal, 0.0, False)
+    return [running] * problem.horizon, terminal
+
+
+_NATIVE_BUILDERS: dict[str, Callable] = {"pendulum": _pendulum_native, "ur5": _ur5_native}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -153,9 +153,12 @@ def test_compare_end_to_end_with_a_baseline(tmp_path):
         saved["variants"]["pddp"]["runs"][0]["final_gap"])
 
 
-def test_worker_processes_give_the_numbers_of_this_process(tmp_path):
+def test_worker_processes_give_the_numbers_of_this_process(tmp_path, monkeypatch):
     """Two runs in a pool of two spawned processes (with a warm-up iteration each) give the
     same curves as the same runs in this process: a seed fixes every number wherever it runs."""
+    # The workers compile without the on-disk JAX cache: this test is about their numbers, and
+    # it keeps two processes from writing the same cache entries at once.
+    monkeypatch.setenv("RLTO_JAX_CACHE", "")
     kwargs = dict(seeds=2, iterations=2, options=PDDP_TINY, overrides={"horizon": 20}, test_size=8,
                   progress=False)
     pooled = compare.compare("lqr", "pddp", out=tmp_path / "pool", jobs=2, warmup=True,

