@@ -304,10 +304,10 @@ def main(argv=None) -> int:
     info = machine()
     rows = []
     notes = [
-        "The native crocoddyl pendulum uses crocoddyl's Gauss-Newton Hessian for the tip term "
-        "(w J'J) where rlto and the Python models use the exact Hessian; its dynamics, costs and "
-        "gradients are identical, but its iterates, iteration counts and sometimes its local "
-        "minimum differ.",
+        "The native crocoddyl models (pendulum, ur5) use crocoddyl's Gauss-Newton Hessian for the "
+        "tip/flange position term (w J'J) where rlto and the Python models use the exact Hessian; "
+        "their dynamics, costs and gradients are identical, but their iterates, iteration counts "
+        "and sometimes their local minima differ.",
     ]
     n_max = max(args.sizes)
     with Progress(

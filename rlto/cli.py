@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the `rlto` command line with argv (default sys.argv[1:]); return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for results that record it
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -613,7 +615,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Train every variant for every seed under one budget; write compare_NAME.{json,md,png}
-    and precision_NAME.png; print the table. Exit 1 when some run failed."""
+    and compare_precision_NAME.png; print the table. Exit 1 when some run failed."""
     from rlto import compare
 
     unbudgeted = args.seconds is None and args.iterations is None and args.budget_calls is None
@@ -626,7 +628,7 @@ def run_compare(args: argparse.Namespace) -> int:
         iterations=args.iterations, max_sim_calls=args.budget_calls, options=common,
         overrides=dict(args.overrides), out=out, test_size=8 if args.quick else args.test_size,
         jobs=args.jobs, warmup=args.warmup and not args.quick, progress=not args.json,
-        command_line=" ".join(["rlto", "compare", *sys.argv[2:]]),
+        command_line=shlex.join(["rlto", *args.argv]),
     )
     if args.json:
         keys = ("final_gap", "final_sim_calls_median", "wall_seconds_median", "sim_calls_to_gap",
@@ -636,7 +638,7 @@ def run_compare(args: argparse.Namespace) -> int:
     else:
         print(compare.markdown(result))
         print(f"written to {out}: compare_{result['settings']['problem']}.json, .md, .png, "
-              f"precision_{result['settings']['problem']}.png; runs in {out / 'runs'}")
+              f"compare_precision_{result['settings']['problem']}.png; runs in {out / 'runs'}")
     return 1 if any(v["errors"] for v in result["variants"].values()) else EXIT_OK
 
 

@@ -14,7 +14,7 @@ and the final task-space error (seed 002, Fig. 2).
     result = compare("lqr", ["plal+s", "pddp+s", "pods", "ppo"], seeds=3, max_sim_calls=10**6)
 
 writes compare_lqr.json (settings, machine, every curve, summaries), compare_lqr.md (table),
-compare_lqr.png (curves) and precision_lqr.png under `out`.
+compare_lqr.png (curves) and compare_precision_lqr.png under `out`.
 """
 
 from __future__ import annotations
@@ -390,8 +390,8 @@ def compare(
 ) -> dict[str, Any]:
     """Train every variant for seeds 0..seeds-1 on `problem` (a built-in name) under the same
     budget (seconds, iterations and/or max_sim_calls: whichever ends first), then write
-    compare_<problem>.{json,md,png} and precision_<problem>.png to `out`. Returns the result
-    dict (as in the JSON). options: algorithm config fields applied to every variant whose
+    compare_<problem>.{json,md,png} and compare_precision_<problem>.png to `out`. Returns the
+    result dict (as in the JSON). options: algorithm config fields applied to every variant whose
     algorithm has them; jobs: runs in parallel processes (default half the CPUs)."""
     import rlto
     from rlto.training import algorithm_config
@@ -541,7 +541,7 @@ def markdown(result: Mapping[str, Any]) -> str:
 
 
 def write_outputs(out: Path, result: Mapping[str, Any]) -> None:
-    """compare_<problem>.json, .md, .png and precision_<problem>.png in out."""
+    """compare_<problem>.json, .md, .png and compare_precision_<problem>.png in out."""
     import json
 
     stem = f"compare_{result['settings']['problem']}"
@@ -549,7 +549,7 @@ def write_outputs(out: Path, result: Mapping[str, Any]) -> None:
                                                  allow_nan=False) + "\n")
     (out / f"{stem}.md").write_text(markdown(result))
     write_curves_plot(out / f"{stem}.png", result)
-    write_precision_plot(out / f"precision_{result['settings']['problem']}.png", result)
+    write_precision_plot(out / f"compare_precision_{result['settings']['problem']}.png", result)
 
 
 def pyplot():

@@ -125,7 +125,8 @@ def test_compare_end_to_end_with_a_baseline(tmp_path):
     result = compare.compare("lqr", "pddp,ppo", seeds=2, max_sim_calls=100, options=TINY,
                              overrides={"horizon": 20}, out=tmp_path, test_size=8, jobs=1,
                              warmup=False, progress=False)
-    for name in ("compare_lqr.json", "compare_lqr.md", "compare_lqr.png", "precision_lqr.png"):
+    for name in ("compare_lqr.json", "compare_lqr.md", "compare_lqr.png",
+                 "compare_precision_lqr.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "compare_lqr.json").read_text())
     assert list(saved["variants"]) == ["pddp", "ppo"]
