@@ -435,68 +435,29 @@ def pendulum_pinocchio_model(config):
     return model
 
 
-def _pendulum_native(problem: Problem, params_one: Mapping[str, Any]):
+def _native_reaching(problem: Problem, model, frame: str, target: np.ndarray):
+    """Crocoddyl's C++ models of a reaching problem over a Pinocchio model: free forward
+    dynamics (ABA) with crocoddyl's Euler step (semi-implicit, as rlto's problems), and the cost
+    form that `pendulum` and `ur5` share (their configs' w_pos, w_vel, w_u, w_pos_terminal,
+    w_vel_terminal, dt): running dt (w_pos/2 ||p - p*||^2 + w_vel/2 ||v||^2 + w_u/2 ||u||^2),
+    terminal w_pos_terminal/2 ||p - p*||^2 + w_vel_terminal/2 ||v||^2, with p the origin of
+    `frame` and p* = target (3,) in the world; the problem's control bounds.
+
+    Returns (running models, one per step; terminal model)."""
     c = problem.config
-    model = pendulum_pinocchio_model(c)
     state = crocoddyl.StateMultibody(model)
     actuation = crocoddyl.ActuationModelFull(state)
     nu = actuation.nu
-    tip_id = model.getFrameId("tip")
-    target = np.array([0.0, 0.0, float(c.l)])  # p* = (0, l) in the (y, z) plane
-
-    def costs(w_pos, w_vel, with_control):
-        total = crocoddyl.CostModelSum(state, nu)
-        tip = crocoddyl.ResidualModelFrameTranslation(state, tip_id, target, nu)
-        total.addCost("tip", crocoddyl.CostModelResidual(state, tip), float(w_pos))
-        velocity = crocoddyl.CostModelResidual(
-            state,
-            crocoddyl.ActivationModelWeightedQuad(np.array([0.0, float(w_vel)])),
-            crocoddyl.ResidualModelState(state, np.zeros(2), nu),
-        )
-        total.addCost("velocity", velocity, 1.0)
-        if with_control:
-            control = crocoddyl.CostModelResidual(state, crocoddyl.ResidualModelControl(state, nu))
-            total.addCost("control", control, float(c.w_u))
-        return total
-
-    def integrated(w_pos, w_vel, dt, with_control):
-        dam = crocoddyl.DifferentialActionModelFreeFwdDynamics(
-            state, actuation, costs(w_pos, w_vel, with_control)
-        )
-        iam = crocoddyl.IntegratedActionModelEuler(dam, dt)
-        iam.u_lb = np.array([-float(c.u_max)])
-        iam.u_ub = np.array([float(c.u_max)])
-        return iam
-
-    running = integrated(c.w_pos, c.w_vel, float(c.dt), True)
-    terminal = integrated(c.w_pos_terminal, c.w_vel_terminal, 0.0, False)
-    return [running] * problem.horizon, terminal
-
-
-def _ur5_native(problem: Problem, params_one: Mapping[str, Any]):
-    """Crocoddyl's C++ models of `ur5` over Pinocchio's model of the same URDF: free forward
-    dynamics (ABA) with crocoddyl's Euler step (semi-implicit, as the problem's), the flange's
-    translation residual to this instance's target, a joint-velocity state residual and the
-    torque residual, weighted as in rlto/problems/ur5.py; torque bounds from the URDF."""
-    import pinocchio as pin
-
-    from rlto.robots import load_robot
-
-    c = problem.config
-    model = pin.buildModelFromUrdf(load_robot(c.urdf).urdf_path)
-    state = crocoddyl.StateMultibody(model)
-    actuation = crocoddyl.ActuationModelFull(state)
-    nu, nv = actuation.nu, model.nv
-    frame_id = model.getFrameId(c.frame)
-    target = np.asarray(params_one["target"], dtype=np.float64)
+    frame_id = model.getFrameId(frame)
 
     def costs(w_pos, w_vel, with_control):
         total = crocoddyl.CostModelSum(state, nu)
         reach = crocoddyl.ResidualModelFrameTranslation(state, frame_id, target, nu)
         total.addCost("reach", crocoddyl.CostModelResidual(state, reach), float(w_pos))
+        velocity_weights = np.r_[np.zeros(state.nq), np.full(state.nv, float(w_vel))]
         velocity = crocoddyl.CostModelResidual(
             state,
-            crocoddyl.ActivationModelWeightedQuad(np.r_[np.zeros(nv), np.full(nv, float(w_vel))]),
+            crocoddyl.ActivationModelWeightedQuad(velocity_weights),
             crocoddyl.ResidualModelState(state, np.zeros(state.nx), nu),
         )
         total.addCost("velocity", velocity, 1.0)
@@ -517,6 +478,24 @@ def _ur5_native(problem: Problem, params_one: Mapping[str, Any]):
     running = integrated(c.w_pos, c.w_vel, float(c.dt), True)
     terminal = integrated(c.w_pos_terminal, c.w_vel_terminal, 0.0, False)
     return [running] * problem.horizon, terminal
+
+
+def _pendulum_native(problem: Problem, params_one: Mapping[str, Any]):
+    c = problem.config
+    target = np.array([0.0, 0.0, float(c.l)])  # p* = (0, l) in the (y, z) plane
+    return _native_reaching(problem, pendulum_pinocchio_model(c), "tip", target)
+
+
+def _ur5_native(problem: Problem, params_one: Mapping[str, Any]):
+    """`ur5` over Pinocchio's model of the same URDF, to this instance's target."""
+    import pinocchio as pin
+
+    from rlto.robots import load_robot
+
+    c = problem.config
+    model = pin.buildModelFromUrdf(load_robot(c.urdf).urdf_path)
+    return _native_reaching(problem, model, c.frame,
+                            np.asarray(params_one["target"], dtype=np.float64))
 
 
 _NATIVE_BUILDERS: dict[str, Callable] = {"pendulum": _pendulum_native, "ur5": _ur5_native}

@@ -14,6 +14,7 @@ import pytest
 import rlto
 from rlto import ProblemError
 from rlto.algorithms import pods
+from rlto.algorithms.common import supervised_rows
 from rlto.problems import lqr as lqr_problem
 
 TINY = dict(n_problems=8, epochs=2, batch_size=64, hidden=(16, 16))
@@ -122,7 +123,7 @@ def test_a_failed_instance_keeps_its_actions_and_gets_no_weight(pendulum):
     np.testing.assert_array_equal(usable, [True, True, False, True])
     assert np.all(result.cost[usable] < result.cost_before[usable])
     policy = pods.init(pendulum, config, jax.random.key(0)).policy
-    rows = pods._dataset(pendulum, policy, result.states, result.actions, params, usable)
+    rows = supervised_rows(pendulum, policy, result.states, result.actions, params, usable)
     w = np.asarray(rows["w"]).reshape(n, pendulum.horizon)
     np.testing.assert_array_equal(w, usable[:, None] * np.ones((1, pendulum.horizon)))
     assert np.all(np.isfinite(rows["x"])) and np.all(np.isfinite(rows["u"]))

@@ -15,7 +15,7 @@ import optax
 
 import rlto
 from rlto import losses
-from rlto.nets import Policy, make_policy, trainable
+from rlto.nets import Policy, broadcast_params, make_policy, trainable, with_steps
 from rlto.problem import Problem, ProblemError
 from rlto.solver import Result, Status
 
@@ -204,6 +204,27 @@ def usable_solves(result: Result) -> np.ndarray:
     finite &= np.isfinite(result.xs).all(axis=(1, 2)) & np.isfinite(result.K).all(axis=(1, 2, 3))
     stopped_well = np.isin(result.status, [int(Status.CONVERGED), int(Status.MAX_ITERATIONS)])
     return finite & stopped_well
+
+
+def supervised_rows(problem: Problem, policy: Policy, xs, us, params, usable, K=None) -> dict:
+    """State-control pairs of n trajectories (xs (n, T+1, nx), us (n, T, nu)) as N x T rows of a
+    supervised step: dict of (N T, ...) arrays x, u, params (with each row's step t), w, and K
+    when gains K (n, T, nu, nx) are given. Weight w = 1 for the usable instances' rows and 0
+    (with zeroed entries) for the others: a fixed row count keeps the supervised step's compiled
+    program from one iteration to the next."""
+    n, T = us.shape[:2]
+    keep = np.asarray(usable)[:, None, None]
+    beta = broadcast_params(policy, with_steps(params, n, T), (n, T))
+    rows = {
+        "x": jnp.asarray(np.where(keep, xs[:, :T], 0.0).reshape(n * T, problem.nx)),
+        "u": jnp.asarray(np.where(keep, us, 0.0).reshape(n * T, problem.nu)),
+        "params": {k: jnp.asarray(v).reshape((n * T,) + v.shape[2:]) for k, v in beta.items()},
+        "w": jnp.asarray(np.repeat(np.asarray(usable, dtype=np.float64), T)),
+    }
+    if K is not None:
+        rows["K"] = jnp.asarray(np.where(keep[..., None], K, 0.0).reshape(
+            n * T, problem.nu, problem.nx))
+    return rows
 
 
 def finite_warm_start(xs: np.ndarray, us: np.ndarray) -> np.ndarray:

@@ -30,10 +30,11 @@ from rlto.algorithms.common import (
     init_optimizer,
     new_policy,
     solve_from_each,
+    supervised_rows,
     usable_solves,
 )
 from rlto.evaluate import policy_rollout
-from rlto.nets import Policy, broadcast_params, set_normalization, with_steps
+from rlto.nets import Policy, set_normalization, with_steps
 from rlto.problem import Problem, ProblemError
 
 BEST_MARGIN = 0.01
@@ -82,9 +83,9 @@ def init(problem: Problem, config: PddpConfig, key: jax.Array) -> PddpState:
     n, T = config.n_problems, problem.horizon
     empty = problem.sample(jax.random.key(0), n)  # shapes of beta only; never learned from
     empty = jax.tree.map(lambda a: jnp.zeros_like(jnp.asarray(a)), empty)
-    rows = _dataset(problem, policy, np.zeros((n, T + 1, problem.nx)),
-                    np.zeros((n, T, problem.nu)), np.zeros((n, T, problem.nu, problem.nx)),
-                    empty, np.zeros(n, dtype=bool))
+    rows = supervised_rows(problem, policy, np.zeros((n, T + 1, problem.nx)),
+                           np.zeros((n, T, problem.nu)), empty, np.zeros(n, dtype=bool),
+                           K=np.zeros((n, T, problem.nu, problem.nx)))
     data = jax.tree.map(lambda a: jnp.concatenate([a] * config.aggregate), rows)
     return PddpState(policy, opt_state, key, zero, zero, zero, data)
 
@@ -95,23 +96,6 @@ def supervised_loss(policy: Policy, batch: dict, key: jax.Array, config: PddpCon
                                         batch["w"])
     gains = gain_matching_loss(policy, batch, key, config)
     return regression + config.sobolev_weight * gains, (regression, gains)
-
-
-def _dataset(problem: Problem, policy: Policy, xs, us, K, params, usable) -> dict:
-    """TO state-control-gain triples of n solves, N x T rows: dict of (N T, ...) arrays, with
-    weight w = 1 for the usable solves' rows and 0 (and zeroed entries) for the others. A
-    fixed row count keeps the supervised step's compiled program from one iteration to the
-    next."""
-    n, T = us.shape[:2]
-    keep = np.asarray(usable)[:, None, None]
-    beta = broadcast_params(policy, with_steps(params, n, T), (n, T))
-    return {
-        "x": jnp.asarray(np.where(keep, xs[:, :T], 0.0).reshape(n * T, problem.nx)),
-        "u": jnp.asarray(np.where(keep, us, 0.0).reshape(n * T, problem.nu)),
-        "K": jnp.asarray(np.where(keep[..., None], K, 0.0).reshape(n * T, problem.nu, problem.nx)),
-        "params": {k: jnp.asarray(v).reshape((n * T,) + v.shape[2:]) for k, v in beta.items()},
-        "w": jnp.asarray(np.repeat(np.asarray(usable, dtype=np.float64), T)),
-    }
 
 
 def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpState, dict]:
@@ -135,8 +119,8 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
         ok_params = {k: np.asarray(v)[ok] for k, v in params.items()}
         policy = set_normalization(policy, result.xs[ok, : problem.horizon],
                                    with_steps(ok_params, int(ok.sum()), problem.horizon))
-    rows = _dataset(problem, policy, result.xs, result.us, result.K, params,
-                    usable_solves(result))
+    rows = supervised_rows(problem, policy, result.xs, result.us, params,
+                           usable_solves(result), K=result.K)
     slot = int(state.iteration) % config.aggregate  # ring buffer: overwrite the oldest rows
     data = jax.tree.map(
         lambda buffer, new: jax.lax.dynamic_update_slice_in_dim(

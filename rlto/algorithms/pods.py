@@ -47,9 +47,15 @@ import numpy as np
 import optax
 
 from rlto import losses
-from rlto.algorithms.common import LearningConfig, fit_policy, init_optimizer, new_policy
+from rlto.algorithms.common import (
+    LearningConfig,
+    fit_policy,
+    init_optimizer,
+    new_policy,
+    supervised_rows,
+)
 from rlto.evaluate import policy_rollout
-from rlto.nets import Policy, broadcast_params, set_normalization, with_steps
+from rlto.nets import Policy, set_normalization, with_steps
 from rlto.problem import Problem, ProblemError
 from rlto.solver.boxqp import solve_box_qp
 
@@ -249,20 +255,6 @@ def _usable(result: Improvement) -> np.ndarray:
             & np.isfinite(result.states).all(axis=(1, 2)))
 
 
-def _dataset(problem: Problem, policy: Policy, xs, us, params, usable) -> dict:
-    """Improved state-action pairs of n instances, N x T rows (x, u, params, w), weight 1 for the
-    usable instances and 0 (with zeroed entries) for the others (fixed shapes: one compile)."""
-    n, T = us.shape[:2]
-    keep = np.asarray(usable)[:, None, None]
-    beta = broadcast_params(policy, with_steps(params, n, T), (n, T))
-    return {
-        "x": jnp.asarray(np.where(keep, xs[:, :T], 0.0).reshape(n * T, problem.nx)),
-        "u": jnp.asarray(np.where(keep, us, 0.0).reshape(n * T, problem.nu)),
-        "params": {k: jnp.asarray(v).reshape((n * T,) + v.shape[2:]) for k, v in beta.items()},
-        "w": jnp.asarray(np.repeat(np.asarray(usable, dtype=np.float64), T)),
-    }
-
-
 def _finite_mean(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else float("nan")
@@ -282,7 +274,7 @@ def step(problem: Problem, config: PodsConfig, state: PodsState) -> tuple[PodsSt
         ok_params = {k: np.asarray(v)[usable] for k, v in params.items()}
         policy = set_normalization(policy, result.states[usable, : problem.horizon],
                                    with_steps(ok_params, int(usable.sum()), problem.horizon))
-    rows = _dataset(problem, policy, result.states, result.actions, params, usable)
+    rows = supervised_rows(problem, policy, result.states, result.actions, params, usable)
     policy, opt_state, (regression,) = fit_policy(
         policy, state.opt_state, rows, fit_key, supervised_loss, config
     )
