@@ -7,27 +7,37 @@ training wall time (JIT compilation included, the evaluations excluded) and the 
 recorded at each evaluation.
 
 Variants: `cacto`, `cacto-sl` (Sobolev learning of the value), and the suffix `+bic` (biased
-initial states from the std-critic), e.g. cacto+bic, cacto-sl+bic.
+initial states from the std-critic), e.g. cacto+bic, cacto-sl+bic. The RL baselines `ddpg`,
+`ppo`, `sac` and `td3` (stable-baselines3 through `rlto.train`) train for `--rl-seconds` each and
+are evaluated once at the end: seed 000's "CACTO vs DDPG vs PPO" comparison of TO warm-started by
+each policy (mean cost and its std over seeds).
 
 Writes <out>/cacto_<problem>.json (settings, machine, every evaluation), cacto_<problem>.png
 (hard-region mean TO cost from the actor's warm start and the share strictly below random, vs
-TO episodes; median and interquartile band over seeds) and cacto.md (the table over every
+TO episodes; median and interquartile band over seeds), cacto_policies_<problem>.png (TO cost
+from each variant's final policy, mean and std over runs) and cacto.md (the table over every
 cacto_<problem>.json in <out>, with the published figures and the 10x wall-time targets).
 
     python benchmarks/cacto.py --problems single_integrator --variants cacto,cacto-sl --seeds 5
+    python benchmarks/cacto.py --problems single_integrator --variants cacto,ddpg,ppo --seeds 5
     python benchmarks/cacto.py --quick --out /tmp/b                  # smoke test (a minute)
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import dataclasses
 import datetime
 import json
+import math
+import multiprocessing
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -41,7 +51,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 import rlto  # noqa: E402
 from benchmarks import machine_info  # noqa: E402
-from rlto.algorithms import cacto  # noqa: E402
+from rlto.algorithms import baselines, cacto  # noqa: E402
 from rlto.cli import _override as parse_override  # noqa: E402
 from rlto.evaluate import hard_region, warm_start_comparison, warm_start_solutions  # noqa: E402
 from rlto.problem import ProblemError  # noqa: E402
@@ -59,11 +69,18 @@ PUBLISHED_MINUTES = {"single_integrator": 23.0, "double_integrator": 23.0, "car"
 both integrators); the target is a tenth of each."""
 
 
+RL_VARIANTS = tuple(baselines.CONFIGS)
+"""The stable-baselines3 algorithms that can join the comparison."""
+WARM_STARTS = (("random", "random"), ("random_controls", "random controls"), ("ics", "ICS"))
+"""The warm starts the actor's is compared with (rlto.evaluate.WARM_STARTS): key, label."""
+
+
 def variant_config(name: str, options: dict) -> cacto.CactoConfig:
     """The config of a variant name (cacto | cacto-sl, optional +bic) with options applied."""
     base, _, suffix = name.partition("+")
     if base not in ("cacto", "cacto-sl") or suffix not in ("", "bic"):
-        raise ProblemError(f"unknown variant {name!r}; use cacto or cacto-sl, optionally +bic.")
+        raise ProblemError(f"unknown variant {name!r}; use cacto or cacto-sl, optionally +bic, "
+                           f"or one of {', '.join(RL_VARIANTS)}.")
     config_type = cacto.CactoSlConfig if base == "cacto-sl" else cacto.CactoConfig
     extra = {"initial_states": "biased"} if suffix == "bic" else {}
     return config_type(**{**extra, **options})
@@ -89,10 +106,71 @@ def run_one(problem, config: cacto.CactoConfig, seed: int, loops: int, eval_ever
                 **{f"info_{k}": v for k, v in info.items()},
             })
             print(f"  loop {loop}: episodes {int(state.episodes)}, {wall:.0f} s, "
-                  f"< random {table['share_lower_than_random']:.1%}, "
-                  f"< ICS {table['share_lower_than_ics']:.1%}, "
-                  f"mean cost {table['cost_policy_mean']:.4g}", flush=True)
+                  f"{progress_line(table)}", flush=True)
     return evaluations
+
+
+class Job(NamedTuple):
+    """One training run and its evaluations (picklable, for a process pool)."""
+
+    problem: str
+    overrides: dict
+    variant: str
+    seed: int
+    options: dict
+    rl_options: dict
+    loops: int
+    eval_every: int
+    max_iter: int
+    rl_seconds: float
+
+
+def run_job(job: Job) -> list[dict]:
+    """The evaluations of one run (CACTO variant or RL baseline)."""
+    problem = rlto.make(job.problem, **job.overrides)
+    instances = hard_region(problem)
+    print(f"{job.problem} {job.variant} seed {job.seed}", flush=True)
+    if job.variant in RL_VARIANTS:
+        return run_rl(problem, job.variant, job.seed, job.rl_seconds, instances, job.max_iter,
+                      job.rl_options)
+    return run_one(problem, variant_config(job.variant, job.options), job.seed, job.loops,
+                   job.eval_every, instances, job.max_iter)
+
+
+def run_jobs(jobs: list[Job], processes: int) -> list[list[dict]]:
+    """Every job's evaluations, in order: here for processes == 1, else in a pool of spawned
+    processes (fork would copy JAX's threads). One CACTO or RL run keeps about one core busy,
+    so two processes on a 2-core machine halve the time without changing wall seconds much."""
+    if processes <= 1:
+        return [run_job(job) for job in jobs]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+        return list(pool.map(run_job, jobs))
+
+
+def progress_line(table: dict) -> str:
+    shares = ", ".join(f"< {label} {table[f'share_lower_than_{key}']:.1%}"
+                       for key, label in WARM_STARTS)
+    return f"{shares}, mean cost {table['cost_policy_mean']:.4g}"
+
+
+def run_rl(problem, algo: str, seed: int, seconds: float, instances: dict, max_iter: int,
+           options: dict) -> list[dict]:
+    """One RL baseline run of `seconds` training wall time; one evaluation, at the end (the
+    run directory is temporary; episodes counts env steps / T)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = rlto.train(problem, algo, seed=seed, seconds=seconds, out=tmp, test_size=8,
+                            progress=False, **options)
+        metrics = np.genfromtxt(Path(tmp) / "metrics.csv", delimiter=",", names=True)
+        last = metrics[-1] if metrics.ndim else metrics
+        solutions = warm_start_solutions(problem, result.policy, instances,
+                                         jax.random.key(10_000 + seed), max_iter=max_iter)
+    table = warm_start_comparison(solutions)
+    sim_calls = int(last["sim_calls"])
+    print(f"  {algo}: {sim_calls} env steps, {float(last['wall_seconds']):.0f} s, "
+          f"{progress_line(table)}", flush=True)
+    return [{"loop": result.iterations, "episodes": sim_calls // problem.horizon,
+             "sim_calls": sim_calls, "wall_seconds": float(last["wall_seconds"]), **table}]
 
 
 def band(runs: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -110,6 +188,8 @@ def plot_problem(problem_name: str, results: dict[str, list[list[dict]]], path: 
     fig = Figure(figsize=(11, 4), layout="constrained")
     ax_cost, ax_share = fig.subplots(1, 2)
     for variant, runs in results.items():
+        if variant in RL_VARIANTS:  # no TO episodes: shown by plot_policies
+            continue
         for ax, key in ((ax_cost, "cost_policy_mean"), (ax_share, "share_lower_than_random")):
             x, median, lo, hi = band(runs, key)
             scale = 100.0 if key.startswith("share") else 1.0
@@ -117,6 +197,9 @@ def plot_problem(problem_name: str, results: dict[str, list[list[dict]]], path: 
             ax.fill_between(x, scale * lo, scale * hi, alpha=0.2)
     first = next(iter(results.values()))[0][-1]
     ax_cost.axhline(first["cost_random_mean"], color="gray", ls="--", label="TO from random")
+    if "cost_random_controls_mean" in first:
+        ax_cost.axhline(first["cost_random_controls_mean"], color="gray", ls="-.",
+                        label="TO from random controls")
     ax_cost.axhline(first["cost_ics_mean"], color="black", ls=":", label="TO from ICS")
     ax_cost.set(xlabel="TO episodes", ylabel="hard-region mean TO cost",
                 title="TO warm-started by the actor")
@@ -138,6 +221,57 @@ def episodes_to_reach(runs: list[list[dict]], cost: float) -> float:
     return float(x[hit[0]]) if hit.size else float("nan")
 
 
+def legacy_keys(evaluation: dict) -> dict:
+    """An evaluation measured before random values joined the warm starts (when "random"
+    meant random controls rolled out) with its keys renamed to today's meaning."""
+    if "cost_random_controls_mean" in evaluation or "cost_random_mean" not in evaluation:
+        return evaluation
+    return {k.replace("random", "random_controls") if "random" in k else k: v
+            for k, v in evaluation.items()}
+
+
+def median_percent(final: list[dict], key: str) -> str:
+    if key not in final[0]:
+        return "-"
+    return f"{100 * np.median([f[key] for f in final]):.1f}"
+
+
+def plot_policies(problem_name: str, results: dict[str, list[list[dict]]], path: Path) -> None:
+    """Seed 000's "CACTO, DDPG, PPO" figure: hard-region TO cost warm-started by each
+    variant's final policy (mean and std over runs) beside the random, random-controls and ICS
+    warm starts, and the share where each policy's TO reaches the best of all warm starts."""
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax_cost, ax_best = fig.subplots(1, 2)
+    final = {v: [r[-1] for r in runs] for v, runs in results.items()}
+    first = next(iter(final.values()))
+    names = [*final, *(label for key, label in WARM_STARTS if f"cost_{key}_mean" in first[0])]
+    means, stds = [], []
+    for evaluations in final.values():
+        costs = [f["cost_policy_mean"] for f in evaluations]
+        means.append(np.mean(costs))
+        stds.append(np.std(costs))
+    for key, _ in WARM_STARTS:
+        if f"cost_{key}_mean" in first[0]:
+            costs = [f[f"cost_{key}_mean"] for f in first]
+            means.append(np.mean(costs))
+            stds.append(np.std(costs))
+    colors = ["C0"] * len(final) + ["gray"] * (len(names) - len(final))
+    ax_cost.bar(names, means, yerr=stds, color=colors, capsize=4)
+    ax_cost.set(ylabel="hard-region mean TO cost", title="TO warm-started by each policy "
+                "(mean, std over runs)")
+    ax_cost.tick_params(axis="x", rotation=30)
+    if "share_best" in first[0]:
+        shares = [100 * np.mean([f["share_best"] for f in final[v]]) for v in final]
+        ax_best.bar(list(final), shares, color="C0")
+        ax_best.set(ylabel="% of instances", ylim=(0, 100),
+                    title="policy's TO reaches the best of all warm starts")
+    for ax in (ax_cost, ax_best):
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"{problem_name}: TO warm starts from trained policies")
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=120)
+
+
 def markdown(out: Path) -> str:
     """The table over every cacto_<problem>.json in `out` (final evaluation, median over
     seeds), each problem with the machine and command that produced it."""
@@ -145,14 +279,19 @@ def markdown(out: Path) -> str:
         "# CACTO: TO warm-started by the actor on the hard region",
         "",
         "Shares: instances where TO from the actor ends strictly lower (lower or equal) than "
-        "from random controls / from the ICS guess; median over seeds [min, max]. Cost: mean "
-        "hard-region TO cost from the actor, mean (std) over seeds. Wall: training time with "
-        "JIT compilation, evaluations excluded; target: a tenth of CACTO-BIC's published "
-        "single-core time.",
+        "from random values (random states and controls, seed 000's column), from random "
+        "controls rolled out, and from the ICS guess; median over seeds [min, max]. Cost: mean "
+        "hard-region TO cost from the actor, mean (std) over seeds; the other warm starts' "
+        "costs are seed 0's. Wall: training time with JIT compilation, evaluations excluded; "
+        "target: a tenth of CACTO-BIC's published single-core time. RL baselines (ddpg, ppo, "
+        "...) train for a fixed wall time; their episodes are env steps / T. At best: the "
+        "actor's TO reaches the lowest cost of all four warm starts; a strict share cannot "
+        "exceed it minus the ties.",
         "",
-        "| problem | variant | seeds | episodes | < random % | < ICS % | published (<rand, <ICS) "
-        "| TO cost actor | random | ICS | wall min | target min |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| problem | variant | seeds | episodes | < random % | < random controls % | < ICS % "
+        "| at best % | published (<rand, <ICS) | TO cost actor | random | random controls | ICS "
+        "| wall min | target min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for path in sorted(out.glob("cacto_*.json")):
@@ -162,9 +301,11 @@ def markdown(out: Path) -> str:
         problem_name, settings = path.stem.removeprefix("cacto_"), data["settings"]
         results = data["results"]
         for variant, runs in results.items():
-            final = [r[-1] for r in runs]
+            final = [legacy_keys(r[-1]) for r in runs]
 
             def share(key, final=final):
+                if key not in final[0]:  # measured before this warm start existed
+                    return "-"
                 v = 100 * np.array([f[key] for f in final])
                 low_equal = 100 * np.median([f[key.replace("lower", "lower_equal")]
                                              for f in final])
@@ -175,16 +316,19 @@ def markdown(out: Path) -> str:
             target = PUBLISHED_MINUTES.get(problem_name)
             lines.append(
                 f"| {problem_name} | {variant} | {len(runs)} | {final[0]['episodes']} "
-                f"| {share('share_lower_than_random')} | {share('share_lower_than_ics')} "
-                f"| {published[0]}, {published[1]} | {costs.mean():.4g} ({costs.std():.3g}) "
-                f"| {final[0]['cost_random_mean']:.4g} | {final[0]['cost_ics_mean']:.4g} "
-                f"| {np.median([f['wall_seconds'] for f in final]) / 60:.2f} "
+                + "".join(f"| {share(f'share_lower_than_{key}')} " for key, _ in WARM_STARTS)
+                + f"| {median_percent(final, 'share_best')} "
+                + f"| {published[0]}, {published[1]} | {costs.mean():.4g} ({costs.std():.3g}) "
+                + "".join(f"| {final[0].get(f'cost_{key}_mean', math.nan):.4g} "
+                          for key, _ in WARM_STARTS)
+                + f"| {np.median([f['wall_seconds'] for f in final]) / 60:.2f} "
                 f"| {'-' if target is None else f'{target / 10:.1f}'} |"
             )
         machine = settings["machine"]
         notes.append(f"- {problem_name}: {settings['date']}, {machine['processor']} "
                      f"({machine['cpu_count']} CPUs), JAX on {machine['jax_device']}; "
-                     f"`{settings['command']}`")
+                     f"`{settings['command']}`"
+                     + (f"; {settings['note']}" if "note" in settings else ""))
         if "cacto" in results and "cacto-sl" in results:
             reference = band(results["cacto"], "cost_policy_mean")[1][-1]
             plain = episodes_to_reach(results["cacto"], reference)
@@ -204,6 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loops", type=int, default=10, help="CACTO loops per run")
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--max-iter", type=int, default=200, help="TO iterations per solve")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs in parallel processes (default 1: wall seconds measured on "
+                             "a machine with nothing else running)")
+    parser.add_argument("--rl-seconds", type=float, default=300.0,
+                        help="training wall seconds of each RL baseline run (default 300)")
     parser.add_argument("-o", "--option", dest="options", action="append", default=[],
                         type=parse_override, metavar="FIELD=VALUE",
                         help="CactoConfig field for every variant, repeatable")
@@ -214,10 +363,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="smoke test: short horizon, 2 seeds, 2 loops, tiny networks")
     args = parser.parse_args(argv)
     options, overrides = dict(args.options), dict(args.overrides)
+    rl_options = {}
     if args.quick:
-        args.seeds, args.loops, args.eval_every = 2, 2, 1
+        args.seeds, args.loops, args.eval_every, args.rl_seconds = 2, 2, 1, 3.0
         options = {"n_problems": 16, "updates_per_iteration": 50, "hidden": (16, 16),
                    "critic_hidden": (16, 16), **options}
+        rl_options = {"hidden": (16, 16)}
         overrides = {"horizon": 20, **overrides}
     settings = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -227,24 +378,28 @@ def main(argv: list[str] | None = None) -> int:
                                                         else sys.argv[1:])]),
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
         "overrides": overrides, "seeds": args.seeds, "loops": args.loops,
+        "rl_seconds": args.rl_seconds, "jobs": args.jobs,
+        "configs": {v: dataclasses.asdict(variant_config(v, options))
+                    for v in args.variants.split(",") if v not in RL_VARIANTS},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for problem_name in args.problems.split(","):
-        problem = rlto.make(problem_name, **overrides)
-        instances = hard_region(problem)
-        if instances is None:
+        if hard_region(rlto.make(problem_name, **overrides)) is None:
             raise ProblemError(f"{problem_name} has no hard region; use one of {list(PUBLISHED)}.")
-        results = {}
-        for variant in args.variants.split(","):
-            config = variant_config(variant, options)
-            results[variant] = []
-            for seed in range(args.seeds):
-                print(f"{problem_name} {variant} seed {seed}", flush=True)
-                results[variant].append(run_one(problem, config, seed, args.loops,
-                                                args.eval_every, instances, args.max_iter))
+        variants = args.variants.split(",")
+        for variant in variants:
+            if variant not in RL_VARIANTS:
+                variant_config(variant, options)  # bad names fail before any run
+        jobs = [Job(problem_name, overrides, variant, seed, options, rl_options, args.loops,
+                    args.eval_every, args.max_iter, args.rl_seconds)
+                for variant in variants for seed in range(args.seeds)]
+        runs = run_jobs(jobs, args.jobs)
+        results = {variant: [run for job, run in zip(jobs, runs, strict=True)
+                             if job.variant == variant] for variant in variants}
         (args.out / f"cacto_{problem_name}.json").write_text(json.dumps(
             {"settings": settings, "results": results}, indent=2, default=_jsonable))
         plot_problem(problem_name, results, args.out / f"cacto_{problem_name}.png")
+        plot_policies(problem_name, results, args.out / f"cacto_policies_{problem_name}.png")
     table = markdown(args.out)
     (args.out / "cacto.md").write_text(table)
     print(table)

@@ -339,7 +339,6 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     one failing run never stops the others."""
     try:
         import rlto
-        from rlto.evaluate import evaluate, test_params
 
         problem = rlto.make(spec.problem, **dict(spec.overrides))
         path = Path(spec.path)
@@ -359,8 +358,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
                             **dict(spec.options))
         record = run_record(spec.seed, os.fspath(path), read_curve(path))
         if spec.seed == 0:
-            params = test_params(problem, m=spec.test_size)
-            record["precision"] = precision_record(evaluate(problem, result.policy, params))
+            record["precision"] = precision_record(result.report)
         return record
     except Exception as err:  # reported per run; the comparison goes on
         return {"seed": spec.seed, "error": repr(err), "traceback": traceback.format_exc()}

@@ -19,7 +19,7 @@ import numpy as np
 
 from rlto import plots
 from rlto.algorithms import ALGORITHMS
-from rlto.evaluate import evaluate, optimum_costs, policy_rollout, test_params
+from rlto.evaluate import Report, evaluate, optimum_costs, policy_rollout, test_params
 from rlto.nets import Policy, save_policy
 from rlto.nets import load_policy as _load_policy_dir
 from rlto.problem import Problem, ProblemError
@@ -43,6 +43,8 @@ class TrainResult:
     """Outer iterations done (including those before a resume)."""
     evaluation: dict
     """Final test-set evaluation (Report.summary())."""
+    report: Report
+    """The same evaluation per test instance (costs, optimum, violations, task-space error)."""
 
 
 def algorithm_config(algo: str, options: dict):
@@ -150,7 +152,7 @@ def train(
     near_optimal = cost <= optimum + 0.01 * np.abs(optimum)
     plots.plot_trajectories(problem, (xs, us, near_optimal), os.path.join(run.path, "rollouts.png"),
                             params=test, ok_label="within 1% of J*")
-    return TrainResult(os.fspath(run.path), state.policy, int(state.iteration), summary)
+    return TrainResult(os.fspath(run.path), state.policy, int(state.iteration), summary, report)
 
 
 @contextlib.contextmanager

@@ -242,8 +242,11 @@ def test_cacto_benchmark_grammar_and_table(tmp_path):
     with pytest.raises(ProblemError, match="unknown variant"):
         bench.variant_config("cacto+fast", {})
     evaluation = {"episodes": 8, "wall_seconds": 60.0, "cost_policy_mean": -2.0,
-                  "cost_random_mean": 1.0, "cost_ics_mean": 0.5,
+                  "cost_random_mean": 1.0, "cost_random_controls_mean": 0.25,
+                  "cost_ics_mean": 0.5,
                   "share_lower_than_random": 0.75, "share_lower_equal_than_random": 1.0,
+                  "share_lower_than_random_controls": 0.25,
+                  "share_lower_equal_than_random_controls": 1.0,
                   "share_lower_than_ics": 0.5, "share_lower_equal_than_ics": 0.5}
     runs = [[{**evaluation, "share_lower_than_random": share}] for share in (0.5, 0.75, 1.0)]
     settings = {"date": "d", "command": "c", "machine": {"processor": "p", "cpu_count": 2,
@@ -251,17 +254,27 @@ def test_cacto_benchmark_grammar_and_table(tmp_path):
     (tmp_path / "cacto_car.json").write_text(
         json.dumps({"settings": settings, "results": {"cacto": runs}}))
     table = bench.markdown(tmp_path)
-    assert "| car | cacto | 3 | 8 | 75.0 (100.0) [50.0, 100.0] | 50.0 (50.0) [50.0, 50.0] " \
-           "| 100.0, 92.9 | -2 (0) | 1 | 0.5 | 1.00 | 22.4 |" in table
+    assert "| car | cacto | 3 | 8 | 75.0 (100.0) [50.0, 100.0] | 25.0 (100.0) [25.0, 25.0] " \
+           "| 50.0 (50.0) [50.0, 50.0] | - | 100.0, 92.9 | -2 (0) | 1 | 0.25 | 0.5 | 1.00 " \
+           "| 22.4 |" in table
+    # measured when "random" meant random controls: shown in that column, random values "-"
+    old = {k: v for k, v in evaluation.items() if "random_controls" not in k}
+    (tmp_path / "cacto_car.json").write_text(
+        json.dumps({"settings": settings, "results": {"cacto": [[old]]}}))
+    assert "| - | 75.0 (100.0) [75.0, 75.0] | 50.0 (50.0) [50.0, 50.0] | - | 100.0, 92.9 " \
+           "| -2 (0) | nan | 1 | 0.5 |" in bench.markdown(tmp_path)
 
 
 @pytest.mark.slow
 def test_cacto_benchmark_quick_run_writes_its_outputs(tmp_path):
     from benchmarks import cacto as bench
 
-    assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert bench.main(["--quick", "--variants", "cacto,ddpg", "--out", str(tmp_path)]) == 0
     for name in ("cacto_single_integrator.json", "cacto_single_integrator.png", "cacto.md"):
         assert (tmp_path / name).stat().st_size > 0
+    results = json.loads((tmp_path / "cacto_single_integrator.json").read_text())["results"]
+    assert len(results["ddpg"]) == 2 and results["ddpg"][0][-1]["sim_calls"] > 0
+    assert "| single_integrator | ddpg | 2 |" in (tmp_path / "cacto.md").read_text()
 
 
 def test_warm_start_comparison_on_a_convex_problem_finds_only_ties():
@@ -273,10 +286,46 @@ def test_warm_start_comparison_on_a_convex_problem_finds_only_ties():
     params = {k: np.asarray(v) for k, v in problem.sample(jax.random.key(1), 12).items()}
     solutions = warm_start_solutions(problem, policy, params, jax.random.key(2), tol=1e-10)
     table = warm_start_comparison(solutions)
-    assert table["share_lower_than_random"] == 0.0 and table["share_lower_than_ics"] == 0.0
-    assert table["share_lower_equal_than_random"] == 1.0
-    assert table["share_lower_equal_than_ics"] == 1.0
-    np.testing.assert_allclose(table["cost_policy"], table["cost_ics"], rtol=1e-6)
+    for other in ("random", "random_controls", "ics"):
+        assert table[f"share_lower_than_{other}"] == 0.0
+        assert table[f"share_lower_equal_than_{other}"] == 1.0
+        np.testing.assert_allclose(table["cost_policy"], table[f"cost_{other}"], rtol=1e-6)
+    assert table["share_best"] == 1.0
+
+
+def test_warm_start_comparison_counts_by_hand():
+    """Four instances: the policy wins, ties within 1e-5 relative, loses, and ties with one
+    start while another is better."""
+    from types import SimpleNamespace
+
+    costs = {"policy": [1.0, 5.0, 3.0, -2.0], "random": [2.0, 5.0 + 1e-6, 1.0, -2.0],
+             "random_controls": [4.0, 6.0, 2.0, -3.0], "ics": [1.5, 5.0, 9.0, 0.0]}
+    table = warm_start_comparison({k: SimpleNamespace(cost=np.array(v)) for k, v in costs.items()})
+    assert table["n"] == 4
+    assert table["share_lower_than_random"] == 0.25
+    assert table["share_lower_equal_than_random"] == 0.75
+    assert table["share_lower_than_random_controls"] == 0.5
+    assert table["share_lower_equal_than_random_controls"] == 0.5
+    assert table["share_lower_than_ics"] == 0.75 and table["share_lower_equal_than_ics"] == 1.0
+    assert table["share_best"] == 0.5  # instances 0 and 1
+    assert table["cost_policy_mean"] == pytest.approx(1.75)
+
+
+def test_random_values_warm_start_draws_states_from_the_initial_state_distribution():
+    """Seed 000's "random values": knot 0 is x0, the other knots are independent draws of the
+    problem's initial state (inside its sampling box, not a rollout)."""
+    from rlto.evaluate import _random_states
+
+    problem = rlto.make("double_integrator")
+    x0 = np.asarray(problem.sample(jax.random.key(3), 5)["x0"])
+    xs = _random_states(problem, jax.random.key(4), x0)
+    assert xs.shape == (5, problem.horizon + 1, 4)
+    np.testing.assert_array_equal(xs[:, 0], x0)
+    later = xs[:, 1:].reshape(-1, 4)
+    assert np.all(np.abs(later[:, :2]) <= 15) and np.all(np.abs(later[:, 2:]) <= 6)
+    # spread over the box, not a trajectory: consecutive knots are far apart
+    assert np.median(np.linalg.norm(np.diff(xs[:, 1:, :2], axis=1), axis=-1)) > 3.0
+    assert np.abs(later[:, 0]).max() > 10 and np.abs(later[:, 2]).max() > 4
 
 
 def test_bench_warmstart_command_trains_and_writes_the_study(tmp_path):
@@ -290,7 +339,7 @@ def test_bench_warmstart_command_trains_and_writes_the_study(tmp_path):
     assert code == 0
     table = json.loads((out / "warmstart.json").read_text())
     assert table["instances"] == "hard region" and table["n"] == len(table["cost_policy"]) > 100
-    for other in ("random", "ics"):
+    for other in ("random", "random_controls", "ics"):
         assert 0 <= table[f"share_lower_than_{other}"] <= table[f"share_lower_equal_than_{other}"]
     for name in ("warmstart.md", "warmstart_costs.png", "warmstart_paths_policy.png",
                  "train/metrics.csv"):

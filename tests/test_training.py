@@ -54,6 +54,7 @@ def test_pddp_lowers_the_gap_on_lqr(lqr, tmp_path):
     gaps = [float(r["test_gap"]) for r in rows]
     assert gaps[-1] < 0.5 * gaps[0], gaps
     assert run.evaluation["gap_percent"] == pytest.approx(gaps[-1])
+    assert run.report.n == 8 and run.report.gap_percent == pytest.approx(gaps[-1])
 
 
 def test_resume_after_kill_gives_identical_numbers(lqr, tmp_path):

@@ -445,9 +445,14 @@ class Session:
     def learn(self) -> dict:
         """One chunk of `steps` env steps; returns SB3's last training statistics."""
         import torch
+        from stable_baselines3.common.logger import Logger
 
         torch.set_num_threads(self.torch_threads)
         _set_global_rng_state(self.rng)
+        if not self.model._custom_logger:
+            # SB3's default logger makes an empty /tmp/SB3-<time> folder at every learn call;
+            # an in-memory one still collects the training statistics returned below.
+            self.model.set_logger(Logger(folder=None, output_formats=[]))
         self.model.learn(total_timesteps=self.steps, reset_num_timesteps=False,
                          log_interval=None, progress_bar=False)
         self.rng = _global_rng_state()

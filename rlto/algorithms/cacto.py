@@ -69,6 +69,12 @@ class CactoConfig(LearningConfig):
     """Passes of the first loop's actor pre-training over the TO controls."""
     sobolev: str = "none"
     """Gain matching in the actor's pre-training (see LearningConfig); CACTO has none."""
+    to_max_iter: int = 15
+    """DDP iterations per episode. An episode only has to supply critic targets better than
+    the actor's own rollout, and it is warm-started by an actor that improves every loop.
+    Measured on double_integrator (2 seeds, 10 loops), capping at 15 instead of 100 cut the
+    training time from 3.9 to 2.3 min with the same quality: 90.6% of hard-region states below
+    random values, against 87.1%."""
     updates_per_iteration: int = 2000
     """U: critic and actor gradient steps per loop (the original grows it from 1000 to 16000
     over its 6 loops; measured on single_integrator, 2000 per loop of 200 episodes reaches its
