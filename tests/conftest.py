@@ -1,9 +1,14 @@
 """Test-session hooks shared by every test module."""
 
+import csv
 import gc
+from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
+
+import rlto
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -16,3 +21,48 @@ def _release_compiled_programs():
     yield
     jax.clear_caches()
     gc.collect()
+
+
+def _leaves(tree) -> list[np.ndarray]:
+    """Every leaf (weights, normalisation, and any non-array field) as an array."""
+    return [np.asarray(a) for a in jax.tree.leaves(tree)]
+
+
+def _metrics(result) -> list[dict[str, str]]:
+    with open(Path(result.out) / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def assert_same_run():
+    """check(a, b, columns): two rlto.train results have the same policy weights, bit for bit,
+    and the same metrics.csv values in `columns` at every iteration."""
+
+    def check(a, b, columns):
+        for leaf_a, leaf_b in zip(_leaves(a.policy), _leaves(b.policy), strict=True):
+            np.testing.assert_array_equal(leaf_a, leaf_b)
+        rows_a, rows_b = _metrics(a), _metrics(b)
+        for key in columns:
+            assert [r[key] for r in rows_a] == [r[key] for r in rows_b], key
+
+    return check
+
+
+@pytest.fixture
+def assert_resume_is_exact(tmp_path, assert_same_run):
+    """check(problem, algo, iterations, columns, **options): a run of `iterations` equals one
+    stopped after iterations - 1 and resumed from its checkpoint (assert_same_run); returns the
+    resumed run's result."""
+
+    def check(problem, algo, iterations, columns, **options):
+        options = {"test_size": 8, "progress": False, **options}
+        straight = rlto.train(problem, algo=algo, iterations=iterations,
+                              out=tmp_path / "straight", **options)
+        rlto.train(problem, algo=algo, iterations=iterations - 1, out=tmp_path / "resumed",
+                   **options)
+        resumed = rlto.train(problem, algo=algo, iterations=iterations,
+                             out=tmp_path / "resumed", **options)
+        assert_same_run(straight, resumed, columns)
+        return resumed
+
+    return check

@@ -169,7 +169,7 @@ class Killed(Exception):
 
 
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
-def test_run_killed_midway_resumes_exactly(algo, lqr, tmp_path, monkeypatch):
+def test_run_killed_midway_resumes_exactly(algo, lqr, tmp_path, monkeypatch, assert_same_run):
     """PPO's rollouts of 32 steps stop mid-episode (T = 20): the envs' states matter; SAC's
     replay buffer and exploration RNG matter."""
     options = dict(seed=2, out=None, test_size=8, progress=False, **TINY[algo])
@@ -192,12 +192,7 @@ def test_run_killed_midway_resumes_exactly(algo, lqr, tmp_path, monkeypatch):
     monkeypatch.setattr(rlto.runs.RunDir, "save_checkpoint", save)
     resumed = rlto.train(lqr, algo=algo, iterations=3, **{**options, "out": out})
 
-    for a, b in zip(_leaves(straight.policy), _leaves(resumed.policy), strict=True):
-        np.testing.assert_array_equal(a, b)
-    rows_a = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
-    rows_b = list(csv.DictReader(open(out / "metrics.csv")))
-    for key in ("iteration", "sim_calls", "test_gap"):
-        assert [r[key] for r in rows_a] == [r[key] for r in rows_b], key
+    assert_same_run(straight, resumed, ("iteration", "sim_calls", "test_gap"))
     assert sorted(os.listdir(out / "sb3")) == ["hyperparameters.json", "iter-000002",
                                                "iter-000003"]
 

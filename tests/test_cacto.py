@@ -23,10 +23,6 @@ TINY = dict(n_problems=8, epochs=2, batch_size=32, hidden=(16, 16), critic_hidde
             updates_per_iteration=20, update_batch_size=16, buffer_size=512, to_max_iter=30)
 
 
-def _leaves(tree):
-    return [np.asarray(a) for a in jax.tree.leaves(eqx.filter(tree, eqx.is_array))]
-
-
 def test_td_n_targets_match_a_hand_computed_episode():
     running = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]])  # l_0..l_4, T = 5
     terminal = np.array([10.0])
@@ -210,17 +206,9 @@ def test_every_variant_runs_end_to_end(tmp_path, algo, options):
     assert run.iterations == 2
 
 
-def test_resume_after_kill_gives_identical_numbers(tmp_path):
+def test_resume_after_kill_gives_identical_numbers(assert_resume_is_exact):
     problem = rlto.make("single_integrator", horizon=20)
-    kw = dict(seed=1, test_size=8, progress=False, **TINY)
-    straight = rlto.train(problem, algo="cacto-sl", iterations=3, out=tmp_path / "a", **kw)
-    rlto.train(problem, algo="cacto-sl", iterations=2, out=tmp_path / "b", **kw)
-    resumed = rlto.train(problem, algo="cacto-sl", iterations=3, out=tmp_path / "b", **kw)
-    for a, b in zip(_leaves(straight.policy), _leaves(resumed.policy), strict=True):
-        np.testing.assert_array_equal(a, b)
-    rows_a = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
-    rows_b = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
-    assert [r["critic_td"] for r in rows_a] == [r["critic_td"] for r in rows_b]
+    assert_resume_is_exact(problem, "cacto-sl", 3, ("critic_td",), seed=1, **TINY)
 
 
 def test_bad_cacto_options():

@@ -22,10 +22,6 @@ def lqr():
     return rlto.make("lqr", horizon=20)
 
 
-def _leaves(policy):
-    return [np.asarray(a) for a in jax.tree.leaves(policy)]
-
-
 def test_penalty_value_and_gradient_equal_the_closed_form():
     rng = np.random.default_rng(0)
     target = rng.normal(size=(20, 2))
@@ -147,17 +143,9 @@ def test_dpl_trains_on_lqr_with_falling_consensus(lqr, tmp_path):
     assert all(a < b for a, b in zip(calls, calls[1:], strict=False))
 
 
-def test_resume_gives_the_same_weights(lqr, tmp_path):
-    kw = dict(seed=2, test_size=8, progress=False, **TINY)
-    straight = rlto.train(lqr, algo="dpl", iterations=2, out=tmp_path / "a", **kw)
-    rlto.train(lqr, algo="dpl", iterations=1, out=tmp_path / "b", **kw)
-    resumed = rlto.train(lqr, algo="dpl", iterations=2, out=tmp_path / "b", **kw)
-    for a, b in zip(_leaves(straight.policy), _leaves(resumed.policy), strict=True):
-        np.testing.assert_array_equal(a, b)
-    rows_a = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
-    rows_b = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
-    for key in ("sim_calls", "consensus", "test_gap"):
-        assert [r[key] for r in rows_a] == [r[key] for r in rows_b], key
+def test_resume_gives_the_same_weights(lqr, assert_resume_is_exact):
+    assert_resume_is_exact(lqr, "dpl", 2, ("sim_calls", "consensus", "test_gap"), seed=2,
+                           **TINY)
 
 
 def test_bad_dpl_options():
