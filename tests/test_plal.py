@@ -59,8 +59,9 @@ def test_single_shooting_penalty_derivatives_equal_finite_differences(lqr):
         dict(sobolev="stochastic", shooting="multiple"),
         dict(constrained=False),
         dict(penalty="bcl", mu=0.1),
+        dict(refresh=3, shooting="multiple"),
     ],
-    ids=["plain", "full-sobolev", "multiple-shooting", "minus-C", "bcl"],
+    ids=["plain", "full-sobolev", "multiple-shooting", "minus-C", "bcl", "refresh"],
 )
 def test_every_variant_runs_end_to_end(lqr, tmp_path, options):
     run = rlto.train(lqr, algo="plal", seed=0, iterations=2, out=tmp_path, test_size=8,
@@ -89,6 +90,58 @@ def test_bcl_raises_mu_where_consensus_stalls(lqr):
     new, _ = plal.step(lqr, config, state)
     np.testing.assert_allclose(np.asarray(new.mu), 10.0)
     np.testing.assert_array_equal(np.asarray(new.lam), 0.0)
+
+
+def test_projected_multipliers_keep_targets_in_the_box():
+    """lambda is clipped exactly where u + lambda/mu leaves [lo, hi], and left alone elsewhere
+    (infinite bounds included)."""
+    mu = np.array([2.0, 0.5])
+    us = np.array([[[0.9, 0.0]], [[-1.0, 5.0]]])  # (N=2, T=1, nu=2)
+    lam = np.array([[[0.4, -1.0]], [[-3.0, 7.0]]])
+    lo, hi = np.array([-1.0, -np.inf]), np.array([1.0, np.inf])
+    projected = np.asarray(plal.project_multipliers(lam, us, mu, lo, hi))
+    # targets before: (1.1, -0.5) and (-7, 19); the first control's box is [-1, 1]
+    np.testing.assert_allclose(projected, [[[0.2, -1.0]], [[0.0, 7.0]]])
+    targets = us + projected / mu[:, None, None]
+    np.testing.assert_allclose(targets[..., 0], [[1.0], [-1.0]])
+
+
+def test_dual_steps_push_targets_out_of_the_box_unless_projected(lqr):
+    """Where the box is active, tanh never reaches the bound, so the plain dual step moves the
+    target u + lambda/mu beyond it; the projected one keeps every target in the box."""
+    targets = {}
+    for project in (False, True):
+        config = plal.PlalConfig(**TINY, project_multipliers=project)
+        state = plal.init(lqr, config, jax.random.key(0))
+        for _ in range(2):
+            state, _ = plal.step(lqr, config, state)
+        targets[project] = np.asarray(state.us + state.lam / state.mu[:, None, None])
+    assert np.abs(targets[False]).max() > 1.0 + 1e-3  # lqr's box is |u| <= 1
+    assert np.abs(targets[True]).max() <= 1.0 + 1e-12
+
+
+def test_refresh_replaces_k_instances_and_leaves_the_rest(lqr):
+    """refresh=k redraws exactly k instances: they enter as at init (their OC iterate is the TO
+    solution from the policy's rollout or zeros, zero multipliers, the initial mu); every other
+    instance keeps its iterate and multipliers bit for bit."""
+    config = plal.PlalConfig(**TINY, refresh=3, penalty="bcl", mu=0.5)
+    state, _ = plal.step(lqr, config, plal.init(lqr, config, jax.random.key(0)))
+    new = plal.refresh(lqr, config, state, jax.random.key(7))
+    changed = np.any(np.asarray(new.params["x0"]) != np.asarray(state.params["x0"]), axis=1)
+    assert changed.sum() == 3
+    kept = ~changed
+    for field in ("xs", "us", "lam", "gamma", "mu", "eta", "policy_xs"):
+        np.testing.assert_array_equal(np.asarray(getattr(new, field))[kept],
+                                      np.asarray(getattr(state, field))[kept])
+    np.testing.assert_array_equal(np.asarray(new.lam)[changed], 0.0)
+    np.testing.assert_array_equal(np.asarray(new.mu)[changed], 0.5)
+    fresh = {k: np.asarray(v)[changed] for k, v in new.params.items()}
+    xs, us, calls, _ = plal.first_iterate(lqr, state.policy, fresh, config)
+    np.testing.assert_allclose(np.asarray(new.us)[changed], np.asarray(us), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(new.xs)[changed][:, 0], fresh["x0"])
+    assert int(new.sim_calls) == int(state.sim_calls) + calls
+    with pytest.raises(ProblemError, match="refresh must be in"):
+        plal.PlalConfig(n_problems=8, refresh=8)
 
 
 def test_bad_plal_options():
