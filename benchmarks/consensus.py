@@ -56,6 +56,7 @@ from rlto.compare import (  # noqa: E402  the grammar, curves and plots rlto com
     GRAMMAR,
     QUICK_OPTIONS,
     THRESHOLDS,
+    WITHIN_NOTE,
     Variant,
     add_curves,
     fmt,
@@ -68,6 +69,7 @@ from rlto.compare import (  # noqa: E402  the grammar, curves and plots rlto com
     run_options,
     run_record,
     summarize_runs,
+    within_text,
     write_curves_plot,
     write_precision_plot,
 )
@@ -188,7 +190,7 @@ def run_variant(problem, variant: Variant, args, console: Console) -> dict[str, 
         except Exception as err:  # report it and go on with the other runs
             record_error(entry, seed, err, console, variant)
             continue
-        record = run_record(seed, os.fspath(path), read_curve(path))
+        record = run_record(seed, os.fspath(path), read_curve(path), result.report)
         entry["runs"].append(record)
         policy0 = result.policy if seed == 0 else policy0
         console.print(f"{variant.name} seed {seed}: {record['iterations']} iterations, "
@@ -214,7 +216,7 @@ def table_rows(result: Mapping[str, Any]) -> list[list[str]]:
     rows = []
     for name, v in result["variants"].items():
         if not v["runs"]:
-            rows.append([name, "failed"] + ["-"] * 4)
+            rows.append([name, "failed"] + ["-"] * (len(TABLE_HEADER) - 2))
             continue
         g = v["final_gap"]
         reach = [fmt(c, 3) if c is not None else "not reached"
@@ -225,12 +227,13 @@ def table_rows(result: Mapping[str, Any]) -> list[list[str]]:
                                       f"max {w['iterations_policy_max']}")
         failed = f" ({len(v['errors'])} failed)" if v["errors"] else ""
         rows.append([name + failed, f"{fmt(g['median'])} [{fmt(g['q25'])}, {fmt(g['q75'])}]",
-                     *reach, f"{v['wall_seconds_median']:.1f}", fig7])
+                     within_text(v), *reach, f"{v['wall_seconds_median']:.1f}", fig7])
     return rows
 
 
-TABLE_HEADER = ["variant", "final gap % median [IQR]", "sim calls to 1%", "sim calls to 10%",
-                "wall s", "Fig. 7: median it. policy / zero, max policy"]
+TABLE_HEADER = ["variant", "final gap % median [IQR]", "within 1% of J* % median [IQR]",
+                "sim calls to 1%", "sim calls to 10%", "wall s",
+                "Fig. 7: median it. policy / zero, max policy"]
 
 
 def write_markdown(path: Path, result: Mapping[str, Any]) -> None:
@@ -247,7 +250,8 @@ def write_markdown(path: Path, result: Mapping[str, Any]) -> None:
         f"{s['seeds']} seeds per variant; budget per run: {budget} (whichever ends first); "
         f"test set M = {s['test_size']}; common options: {s['common_options'] or 'none'}. "
         "Final gap: median and interquartile range over seeds of the last test gap (percent, "
-        "mean policy cost over mean J*). Sim calls to X%: median over seeds of the simulator "
+        "mean policy cost over mean J*). " + WITHIN_NOTE
+        + "Sim calls to X%: median over seeds of the simulator "
         "calls at the first evaluation with gap <= X% ('not reached' if any seed never got "
         "there). Wall s: median training wall seconds (steps only, not evaluations"
         + ("; JIT compilation excluded by a warm-up iteration" if s["warmup"]

@@ -53,6 +53,12 @@ GRAMMAR = (
     "(shooting='multiple'), -c (constrained=False), +bcl (penalty='bcl'), +best "
     "(warm_start='best'); e.g. plal+s+m, pddp+s-c, pddp+s+best, ppo"
 )
+WITHIN_NOTE = (
+    "Within 1% of J*: share of test instances whose final policy cost is within 1% of their J* "
+    "(median [IQR] over seeds; a few failed rollouts can make a large gap while most instances "
+    "are near-optimal). "
+)
+"""The tables' explanation of the within-1% column."""
 THRESHOLDS = (1.0, 10.0)
 """Gaps (percent) whose first crossing (in simulator calls) the tables report."""
 CURVE_KEYS = ("iteration", "sim_calls", "wall_seconds", "test_gap")
@@ -229,8 +235,11 @@ def variant_curves(curves: Sequence[Mapping[str, np.ndarray]], x_key: str,
 
 
 def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Over seeds: final gap quartiles, median wall seconds and sim calls, crossings."""
+    """Over seeds: final gap quartiles, median wall seconds and sim calls, crossings, and the
+    quartiles of the share within 1% of J* where every run has it (older JSON files do not)."""
+    within = [r.get("final_within_1_percent") for r in runs]
     return {
+        **({"within_1_percent": quartiles(within)} if None not in within else {}),
         "final_gap": quartiles([r["final_gap"] for r in runs]),
         "final_sim_calls_median": float(np.median([r["final_sim_calls"] for r in runs])),
         "wall_seconds_median": float(np.median([r["wall_seconds"] for r in runs])),
@@ -239,9 +248,16 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_record(seed: int, run_dir: str, curve: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """One (variant, seed): final numbers, crossings and the curve's points."""
+def run_record(seed: int, run_dir: str, curve: Mapping[str, np.ndarray],
+               report=None) -> dict[str, Any]:
+    """One (variant, seed): final numbers, crossings and the curve's points; with the final
+    evaluation `report`, also its share of instances within 1% of J* and median gap (percent)."""
+    final = {} if report is None else {
+        "final_within_1_percent": 100.0 * report.within_1_percent,
+        "final_median_gap": report.median_gap_percent,
+    }
     return {
+        **final,
         "seed": seed,
         "run_dir": run_dir,
         "iterations": int(curve["iteration"][-1]),
@@ -356,7 +372,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         result = rlto.train(problem, spec.variant.algo, seed=spec.seed, out=path,
                             test_size=spec.test_size, progress=False, **budget,
                             **dict(spec.options))
-        record = run_record(spec.seed, os.fspath(path), read_curve(path))
+        record = run_record(spec.seed, os.fspath(path), read_curve(path), result.report)
         if spec.seed == 0:
             record["precision"] = precision_record(result.report)
         return record
@@ -478,8 +494,15 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
 
 
-TABLE_HEADER = ["variant", "final gap % median [IQR]", "sim calls to 1%", "sim calls to 10%",
-                "final sim calls", "wall s"]
+TABLE_HEADER = ["variant", "final gap % median [IQR]", "within 1% of J* % median [IQR]",
+                "sim calls to 1%", "sim calls to 10%", "final sim calls", "wall s"]
+
+
+def within_text(summary: Mapping[str, Any]) -> str:
+    """A variant's share of test instances within 1% of J*: "median [q25, q75]" over seeds, or
+    "-" where its runs predate the measure."""
+    w = summary.get("within_1_percent")
+    return "-" if w is None else f"{w['median']:.0f} [{w['q25']:.0f}, {w['q75']:.0f}]"
 
 
 def table_rows(result: Mapping[str, Any]) -> list[list[str]]:
@@ -494,7 +517,8 @@ def table_rows(result: Mapping[str, Any]) -> list[list[str]]:
         reach = [fmt(c, 3) if c is not None else "not reached"
                  for c in (v["sim_calls_to_gap"][f"{t:g}"] for t in THRESHOLDS)]
         rows.append([name + failed, f"{fmt(g['median'])} [{fmt(g['q25'])}, {fmt(g['q75'])}]",
-                     *reach, fmt(v["final_sim_calls_median"]), f"{v['wall_seconds_median']:.1f}"])
+                     within_text(v), *reach, fmt(v["final_sim_calls_median"]),
+                     f"{v['wall_seconds_median']:.1f}"])
     return rows
 
 
@@ -520,7 +544,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"{budget_text(s)} (whichever ends first; the iteration that crosses the sim-call "
         f"budget completes); test set M = {s['test_size']}; common options: "
         f"{s['common_options'] or 'none'}. Final gap: median and interquartile range over seeds "
-        "of the last test gap (percent, mean policy cost over mean J*). Sim calls to X%: median "
+        "of the last test gap (percent, mean policy cost over mean J*). " + WITHIN_NOTE
+        + "Sim calls to X%: median "
         "over seeds of the simulator calls at the first evaluation with gap <= X% ('not "
         "reached' if some seed never got there). Wall s: median training wall seconds (steps "
         "only, not evaluations"

@@ -97,6 +97,17 @@ def test_crossings_grid_and_quartiles():
         "a": [None, 3, None]}
 
 
+def test_within_column_reads_new_and_old_summaries():
+    runs = [{"final_gap": g, "final_sim_calls": 1.0, "wall_seconds": 1.0,
+             "sim_calls_to_gap": {"1": None, "10": None}, "final_within_1_percent": w}
+            for g, w in ((5.0, 40.0), (7.0, 60.0), (9.0, 90.0))]
+    summary = compare.summarize_runs(runs)
+    assert summary["within_1_percent"] == {"median": 60.0, "q25": 50.0, "q75": 75.0}
+    assert compare.within_text(summary) == "60 [50, 75]"
+    del runs[1]["final_within_1_percent"]  # a run recorded before the measure existed
+    assert compare.within_text(compare.summarize_runs(runs)) == "-"
+
+
 def test_common_options_go_to_the_algorithms_that_have_them():
     pddp, ppo = compare.parse_variants("pddp,ppo")
     common = {"hidden": (16, 16), "epochs": 2, "n_steps": 32}
@@ -145,6 +156,12 @@ def test_compare_end_to_end_with_a_baseline(tmp_path):
             assert Path(run["run_dir"]) == tmp_path / "runs" / name / f"seed{run['seed']}"
         assert len(entry["precision"]["relative_gap"]) == 8
         assert all(_finite(v) for v in entry["precision"]["relative_gap"])
+        # The share within 1% of J* is seed 0's per-instance gaps counted, summarised over seeds.
+        relative = np.array(entry["precision"]["relative_gap"])
+        assert entry["runs"][0]["final_within_1_percent"] == pytest.approx(
+            100.0 * np.mean(relative <= 0.01))
+        assert entry["within_1_percent"] == compare.quartiles(
+            [r["final_within_1_percent"] for r in entry["runs"]])
     assert "n_steps" not in saved["variants"]["pddp"]["options"]
     assert saved["variants"]["ppo"]["options"] == {"hidden": [16, 16], "batch_size": 16,
                                                    "n_steps": 32, "n_epochs": 2}

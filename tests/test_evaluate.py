@@ -99,6 +99,21 @@ def test_riccati_policy_small_positive_gap(problem, params, riccati_policy, opti
     assert report.table().row_count >= 5
 
 
+def test_per_instance_gap_metrics_by_hand():
+    """Mean gap, median per-instance gap and share within 1% on numbers checked by hand: one
+    failed instance dominates the mean gap but not the median or the share."""
+    report = Report(
+        problem="hand", policy_cost=np.array([10.05, 20.0, 30.6, 400.0]),
+        optimum_cost=np.array([10.0, 20.0, 30.0, 40.0]), final_error=None,
+        constraint_violation=np.zeros(4), clipped_share=np.zeros(4),
+    )
+    np.testing.assert_allclose(report.instance_gaps_percent, [0.5, 0.0, 2.0, 900.0])
+    assert report.gap_percent == pytest.approx((460.65 - 100.0) / 100.0 * 100.0)
+    assert report.median_gap_percent == pytest.approx(1.25)
+    assert report.within_1_percent == 0.5
+    assert report.summary()["within_1_percent"] == 0.5
+
+
 def test_zero_policy_large_gap(problem, params, optimum):
     report = evaluate(problem, zero_policy, params, optimum=optimum)
     assert report.gap_percent > 100.0

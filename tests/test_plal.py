@@ -51,6 +51,48 @@ def test_single_shooting_penalty_derivatives_equal_finite_differences(lqr):
     np.testing.assert_allclose(grad[4:], params["lam"][5] + 3.0 * (u0 - pi), rtol=1e-10)
 
 
+def test_gauss_newton_derivatives_of_the_penalty(lqr):
+    """The gradient is exact; the Hessian equals the exact one for a ReLU network with linear
+    outputs, and for any network where w = lambda + mu (u - pi(x)) vanishes (the term it leaves
+    out is w times pi's curvature)."""
+    params = {"lam": jax.random.normal(jax.random.key(1), (lqr.horizon, 2)), "mu": 3.0}
+    x = jnp.array([0.3, -0.2, 0.1, 0.4])
+    relu_linear = rlto.nets.Policy(4, 2, hidden=(8, 8), key=jax.random.key(2))
+    tanh_bounded = make_policy(lqr, jax.random.key(0), hidden=(8, 8), activation="tanh")
+    u_with_zero_w = tanh_bounded(x, rlto.nets.at_step({}, 5)) - params["lam"][5] / 3.0
+
+    def derivatives(policy, u):
+        """(Gauss-Newton gradient, Hessian), (exact gradient, Hessian) at (x, u)."""
+        def penalty(z):
+            return plal.single_shooting_penalty(z[:4], z[4:], 5, params, policy)
+
+        z = jnp.concatenate([x, u])
+        return (plal.single_shooting_penalty_derivatives(x, u, 5, params, policy),
+                (jax.grad(penalty)(z), jax.hessian(penalty)(z)))
+
+    for policy, u in [(relu_linear, jnp.array([0.2, -0.5])), (tanh_bounded, u_with_zero_w)]:
+        (g, H), (g_exact, H_exact) = derivatives(policy, u)
+        np.testing.assert_allclose(g, g_exact, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(H, H_exact, rtol=1e-9, atol=1e-10)
+    # Elsewhere the bounded tanh policy's curvature makes them differ (so the check above bites).
+    (g, H), (g_exact, H_exact) = derivatives(tanh_bounded, jnp.array([0.9, -0.9]))
+    np.testing.assert_allclose(g, g_exact, rtol=1e-9, atol=1e-12)
+    assert np.abs(np.asarray(H - H_exact)).max() > 1e-6
+
+
+def test_gauss_newton_oc_step_solves_like_the_exact_one(lqr):
+    """PLAL with oc_hessian="gauss_newton" reaches the same OC solutions (to the solver's
+    tolerance) from the same state as the exact Hessian."""
+    results = {}
+    for hessian in ("exact", "gauss_newton"):
+        config = plal.PlalConfig(**TINY, oc_hessian=hessian)
+        state = plal.init(lqr, config, jax.random.key(0))
+        new, info = plal.step(lqr, config, state)
+        results[hessian] = (np.asarray(new.us), info["to_cost"])
+    np.testing.assert_allclose(results["gauss_newton"][0], results["exact"][0], atol=1e-3)
+    assert results["gauss_newton"][1] == pytest.approx(results["exact"][1], rel=1e-5)
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -104,6 +146,9 @@ def test_projected_multipliers_keep_targets_in_the_box():
     np.testing.assert_allclose(projected, [[[0.2, -1.0]], [[0.0, 7.0]]])
     targets = us + projected / mu[:, None, None]
     np.testing.assert_allclose(targets[..., 0], [[1.0], [-1.0]])
+    # A margin of 0.25 widens [-1, 1] to [-1.5, 1.5]: 1.1 stays, -7 stops at -1.5.
+    widened = np.asarray(plal.project_multipliers(lam, us, mu, lo, hi, margin=0.25))
+    np.testing.assert_allclose(widened, [[[0.4, -1.0]], [[-0.25, 7.0]]])
 
 
 def test_dual_steps_push_targets_out_of_the_box_unless_projected(lqr):
@@ -111,7 +156,7 @@ def test_dual_steps_push_targets_out_of_the_box_unless_projected(lqr):
     target u + lambda/mu beyond it; the projected one keeps every target in the box."""
     targets = {}
     for project in (False, True):
-        config = plal.PlalConfig(**TINY, project_multipliers=project)
+        config = plal.PlalConfig(**TINY, project_multipliers=project, target_margin=0.0)
         state = plal.init(lqr, config, jax.random.key(0))
         for _ in range(2):
             state, _ = plal.step(lqr, config, state)

@@ -244,6 +244,26 @@ def test_extra_cost_equals_built_in_cost(lqr_free):
     own = jax.vmap(lqr_free.trajectory_cost)(with_extra.xs, with_extra.us, params)
     np.testing.assert_allclose(with_extra.cost, own, rtol=1e-12)
 
+    # Supplied derivatives replace autodiff when linearising: the exact ones give the same
+    # solve; a wrong Hessian (a tenth of the true one) is used too, and changes the iterations.
+    def exact_derivatives(x, u, t, p, shared):
+        g = jnp.concatenate([jnp.zeros(4), shared * (u - p["u_ref"][t])])
+        return g, jnp.diag(jnp.concatenate([jnp.zeros(4), jnp.full(2, shared)]))
+
+    def wrong_derivatives(x, u, t, p, shared):
+        g, H = exact_derivatives(x, u, t, p, shared)
+        return g, 0.1 * H
+
+    supplied = rlto.solve(lqr_free, params, tol=1e-10, extra_cost=ExtraCost(
+        extra_running, extra_terminal, weight, running_derivatives=exact_derivatives))
+    np.testing.assert_allclose(supplied.us, with_extra.us, atol=1e-10)
+    np.testing.assert_array_equal(supplied.iterations, with_extra.iterations)
+    wrong = rlto.solve(lqr_free, params, tol=1e-10, max_iter=1, extra_cost=ExtraCost(
+        extra_running, extra_terminal, weight, running_derivatives=wrong_derivatives))
+    assert np.abs(np.asarray(wrong.us - with_extra.us)).max() > 1e-3
+    with pytest.raises(ProblemError, match="give `running` too"):
+        rlto.solve(lqr_free, params, extra_cost=ExtraCost(running_derivatives=exact_derivatives))
+
 
 def test_path_constraints_match_reference_nlp():
     """Augmented Lagrangian: state bound x <= 1 on a 1-D integrator driven towards 2."""

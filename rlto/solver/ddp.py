@@ -54,6 +54,11 @@ class ExtraCost:
     """r_T(x (nx,), params, shared) -> scalar, added to terminal_cost."""
     shared: Any = None
     """Pytree passed unbatched to both functions."""
+    running_derivatives: Callable[..., tuple[jax.Array, jax.Array]] | None = None
+    """Optional d(x, u, t, params, shared) -> (gradient (nx+nu,), Hessian (nx+nu, nx+nu)) of
+    `running` in z = (x, u), used when linearising instead of differentiating `running` twice:
+    e.g. a Gauss-Newton Hessian of a penalty on a network's output, which costs a Jacobian
+    rather than a forward-over-reverse sweep per input. Cost evaluations still call `running`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +116,8 @@ class _Fns(NamedTuple):
 
     dynamics: Callable
     running: Callable  # (x, u, t, params, shared, lam_t, mu) -> total running cost
+    differentiated: Callable  # the part of `running` that _linearize differentiates by autodiff
+    extra_derivatives: Callable | None  # ExtraCost.running_derivatives: the rest's derivatives
     terminal: Callable  # (x, params, shared) -> total terminal cost
     lower: np.ndarray
     upper: np.ndarray
@@ -164,11 +171,14 @@ def _linearize(fns: _Fns, xs, us, params, shared, lam, mu):
         Fx, Fu = jax.jacfwd(fns.dynamics, argnums=(0, 1))(x, u, t, params)
 
         def cost_z(z):
-            return fns.running(z[:nx], z[nx:], t, params, shared, lam_t, mu)
+            return fns.differentiated(z[:nx], z[nx:], t, params, shared, lam_t, mu)
 
         z = jnp.concatenate([x, u])
         g = jax.grad(cost_z)(z)
         H = jax.hessian(cost_z)(z)
+        if fns.extra_derivatives is not None:
+            g_extra, H_extra = fns.extra_derivatives(x, u, t, params, shared)
+            g, H = g + g_extra, H + H_extra
         return Fx, Fu, g[:nx], g[nx:], H[:nx, :nx], H[nx:, :nx], H[nx:, nx:]
 
     ts = jnp.arange(fns.horizon)
@@ -456,11 +466,12 @@ def _make_fns(problem: Problem, extra: ExtraCost | None, augmented_lagrangian=Tr
     """Problem costs plus extra terms, plus the PHR term of the path constraints if asked."""
     extra_running = extra.running if extra is not None else None
     extra_terminal = extra.terminal if extra is not None else None
+    extra_derivatives = extra.running_derivatives if extra is not None else None
     constraints = problem.constraints if augmented_lagrangian else None
 
-    def running(x, u, t, params, shared, lam_t, mu):
+    def running(x, u, t, params, shared, lam_t, mu, with_extra=True):
         cost = problem.running_cost(x, u, t, params)
-        if extra_running is not None:
+        if extra_running is not None and with_extra:
             cost = cost + extra_running(x, u, t, params, shared)
         if constraints is not None:
             # Powell-Hestenes-Rockafellar term for g <= 0.
@@ -476,15 +487,17 @@ def _make_fns(problem: Problem, extra: ExtraCost | None, augmented_lagrangian=Tr
             cost = cost + extra_terminal(x, params, shared)
         return cost
 
-    return _Fns(
-        problem.dynamics, running, terminal, problem.u_lower, problem.u_upper, problem.horizon
-    )
+    differentiated = (running if extra_derivatives is None
+                      else functools.partial(running, with_extra=False))
+    return _Fns(problem.dynamics, running, differentiated, extra_derivatives, terminal,
+                problem.u_lower, problem.u_upper, problem.horizon)
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(problem: Problem, extra_running, extra_terminal, opts: SolverOptions):
+def _compiled(problem: Problem, extra_running, extra_terminal, extra_derivatives,
+              opts: SolverOptions):
     """The batched solve, jit-compiled, for one problem, extra-cost functions and options."""
-    extra = ExtraCost(extra_running, extra_terminal)
+    extra = ExtraCost(extra_running, extra_terminal, running_derivatives=extra_derivatives)
     fns = _make_fns(problem, extra)
     plain = _make_fns(problem, extra, augmented_lagrangian=False)
     init = jax.vmap(
@@ -579,6 +592,7 @@ def solve(
         problem,
         extra_cost.running if extra_cost is not None else None,
         extra_cost.terminal if extra_cost is not None else None,
+        extra_cost.running_derivatives if extra_cost is not None else None,
         opts,
     )
 
@@ -655,6 +669,10 @@ def _check_options(opts: SolverOptions, al_iters, constraint_tol, extra_cost) ->
             f"extra_cost must be an rlto.ExtraCost(running=..., terminal=..., shared=...), got "
             f"{type(extra_cost).__name__}."
         )
+    if extra_cost is not None and extra_cost.running_derivatives is not None \
+            and extra_cost.running is None:
+        raise ProblemError("ExtraCost.running_derivatives are the derivatives of `running`; "
+                           "give `running` too (the solver evaluates costs with it).")
 
 
 def _initial_guess(problem: Problem, params, init, n: int):
