@@ -429,10 +429,14 @@ class Report:
         return float(np.median(self.instance_gaps_percent))
 
     @property
+    def near_optimal(self) -> np.ndarray:
+        """(n,) bool: the policy cost is within 1% of J* (J_pi <= J* + 0.01 |J*|)."""
+        return self.policy_cost <= self.optimum_cost + 0.01 * np.abs(self.optimum_cost)
+
+    @property
     def within_1_percent(self) -> float:
-        """Share of instances whose policy cost is within 1% of J* (J_pi <= J* + 0.01 |J*|)."""
-        return float(np.mean(self.policy_cost <= self.optimum_cost + 0.01 * np.abs(
-            self.optimum_cost)))
+        """Share of instances whose policy cost is within 1% of J* (`near_optimal`)."""
+        return float(np.mean(self.near_optimal))
 
     @property
     def precision(self) -> float:

@@ -148,9 +148,9 @@ def train(
     with open(os.path.join(run.path, "evaluation.json"), "w") as f:
         json.dump(to_jsonable(summary), f, indent=2)
     run.plot_learning_curve(x_key="sim_calls", y_keys=("test_gap",))
-    xs, us, cost = policy_rollout(problem, state.policy, test)
-    near_optimal = cost <= optimum + 0.01 * np.abs(optimum)
-    plots.plot_trajectories(problem, (xs, us, near_optimal), os.path.join(run.path, "rollouts.png"),
+    xs, us, _ = policy_rollout(problem, state.policy, test)
+    plots.plot_trajectories(problem, (xs, us, report.near_optimal),
+                            os.path.join(run.path, "rollouts.png"),
                             params=test, ok_label="within 1% of J*")
     return TrainResult(os.fspath(run.path), state.policy, int(state.iteration), summary, report)
 

@@ -192,14 +192,21 @@ def first_iterate(problem: Problem, policy: Policy, params: dict, config: PlalCo
     return jnp.asarray(xs), jnp.asarray(us), sim_calls, to_iterations
 
 
+def initial_duals(problem: Problem, config: PlalConfig, n: int) -> dict[str, jax.Array]:
+    """The dual state an instance enters ADMM with: zero multipliers lam (n, T, nu) and gamma
+    (n, T, nx), the initial penalty mu (n,) and the "bcl" threshold eta = mu^-0.1 (n,)."""
+    T = problem.horizon
+    mu = jnp.full(n, config.mu)
+    return {"lam": jnp.zeros((n, T, problem.nu)), "gamma": jnp.zeros((n, T, problem.nx)),
+            "mu": mu, "eta": mu**-0.1}
+
+
 def init(problem: Problem, config: PlalConfig, key: jax.Array) -> PlalState:
     """A fresh policy, the fixed sampled set, and the first OC iterate (`first_iterate`)."""
     policy_key, sample_key, key = jax.random.split(key, 3)
     policy = new_policy(problem, config, policy_key)
     params = {k: jnp.asarray(v) for k, v in problem.sample(sample_key, config.n_problems).items()}
     xs, us, sim_calls, to_iterations = first_iterate(problem, policy, params, config)
-    n, T = config.n_problems, problem.horizon
-    mu = jnp.full(n, config.mu)
     return PlalState(
         policy=policy,
         opt_state=init_optimizer(policy, config),
@@ -210,18 +217,15 @@ def init(problem: Problem, config: PlalConfig, key: jax.Array) -> PlalState:
         params=params,
         xs=xs,
         us=us,
-        policy_xs=xs[:, :T],
-        lam=jnp.zeros((n, T, problem.nu)),
-        gamma=jnp.zeros((n, T, problem.nx)),
-        mu=mu,
-        eta=mu**-0.1,
+        policy_xs=xs[:, :-1],
+        **initial_duals(problem, config, config.n_problems),
     )
 
 
 def refresh(problem: Problem, config: PlalConfig, state: PlalState, key: jax.Array) -> PlalState:
     """Replace `config.refresh` instances of the sampled set (chosen at random) by new draws:
-    they enter as at init (`first_iterate`, from the current policy) with zero multipliers and
-    the initial penalty. Simulator calls and TO iterations are counted."""
+    they enter as at init (`first_iterate` from the current policy, `initial_duals`).
+    Simulator calls and TO iterations are counted."""
     n, k = config.n_problems, config.refresh
     pick_key, sample_key = jax.random.split(key)
     index = jax.random.choice(pick_key, n, (k,), replace=False)
@@ -231,13 +235,13 @@ def refresh(problem: Problem, config: PlalConfig, state: PlalState, key: jax.Arr
     def put(old, new):
         return old.at[index].set(new.astype(old.dtype))
 
+    duals = {name: put(getattr(state, name), value)
+             for name, value in initial_duals(problem, config, k).items()}
     return state._replace(
         params={name: put(v, fresh[name]) for name, v in state.params.items()},
         xs=put(state.xs, xs), us=put(state.us, us), policy_xs=put(state.policy_xs, xs[:, :-1]),
-        lam=put(state.lam, jnp.zeros((k,) + state.lam.shape[1:])),
-        gamma=put(state.gamma, jnp.zeros((k,) + state.gamma.shape[1:])),
-        mu=put(state.mu, jnp.full(k, config.mu)), eta=put(state.eta, jnp.full(k, config.mu**-0.1)),
         sim_calls=state.sim_calls + calls, to_iterations=state.to_iterations + iterations,
+        **duals,
     )
 
 
