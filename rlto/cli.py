@@ -443,6 +443,13 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN", type=Path,
                         help="a run directory written by `rlto train`")
     parser.add_argument("--json", action="store_true", help="print the evaluation as JSON")
+    parser.add_argument("--warmstart", action="store_true",
+                        help="also solve the test set warm-started by the policy and from zero "
+                             "controls (seed 002, Figs. 6 and 7): prints TO iterations and "
+                             "costs, writes RUN/warmstart.json, warmstart_iterations.png and "
+                             "policy_vs_to.png")
+    parser.add_argument("--max-iter", type=int, default=200,
+                        help="DDP iterations per solve of --warmstart (default 200)")
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -458,13 +465,49 @@ def run_eval(args: argparse.Namespace) -> int:
     fields = {k: tuple(v) if isinstance(v, list) else v
               for k, v in (config.get("problem_config") or {}).items()}
     problem = rlto.make(config["problem"], **fields)
-    report = rlto.evaluate(problem, rlto.load_policy(args.run_dir),
-                           test_params(problem, m=config.get("test_size", 100)))
+    policy = rlto.load_policy(args.run_dir)
+    params = test_params(problem, m=config.get("test_size", 100))
+    report = rlto.evaluate(problem, policy, params)
+    summary = report.summary()
+    if args.warmstart:
+        summary.update(_warm_start_figures(problem, policy, params, args.run_dir, args.max_iter))
     if args.json:
-        print(json.dumps(to_jsonable(report.summary()), indent=2))
+        print(json.dumps(to_jsonable(summary), indent=2))
     else:
-        _print_evaluation(report.summary())
+        _print_evaluation(summary)
     return EXIT_OK
+
+
+def _warm_start_figures(problem, policy, params, run_dir: Path, max_iter: int) -> dict:
+    """Seed 002's Figs. 7 and 6 for a run: TO of the test set from the policy's rollout and from
+    zero controls; the iteration counts' box plots, and one instance's policy rollout and two TO
+    solutions (the instance whose two TO costs differ most: the policy's warm start changed the
+    local minimum, as in the paper). Writes warmstart.json; returns its summary numbers."""
+    import numpy as np
+
+    from rlto import plots
+    from rlto.evaluate import warm_start_numbers, warm_start_pair
+
+    tol = 1e-6
+    rollout, from_policy, from_zero = warm_start_pair(problem, policy, params, tol, max_iter)
+    numbers = warm_start_numbers(rollout[2], from_policy, from_zero, tol, max_iter)
+    (run_dir / "warmstart.json").write_text(json.dumps(to_jsonable(numbers), indent=2))
+    plots.plot_cost_distributions(
+        {"TO from the policy": from_policy.iterations,
+         "TO from zero controls": from_zero.iterations},
+        run_dir / "warmstart_iterations.png", ylabel="TO iterations",
+        title=f"{problem.name}: warm-starting TO with the policy (seed 002, Fig. 7)")
+    spread = np.abs(from_policy.cost - from_zero.cost) / np.maximum(np.abs(from_zero.cost), 1e-12)
+    i = int(np.nanargmax(np.where(np.isfinite(spread), spread, -1.0)))
+    plots.plot_policy_and_to(
+        problem, {k: np.asarray(v)[i] for k, v in params.items()},
+        {"policy rollout": (rollout[0][i], rollout[1][i]),
+         "TO warm-started by the policy": (from_policy.xs[i], from_policy.us[i]),
+         "TO from zero controls": (from_zero.xs[i], from_zero.us[i])},
+        run_dir / "policy_vs_to.png")
+    return {f"warmstart_{k}": numbers[k] for k in (
+        "iterations_policy_median", "iterations_policy_max", "iterations_zero_median",
+        "iterations_zero_max", "cost_policy_mean", "cost_zero_mean", "share_fewer_iterations")}
 
 
 def _print_evaluation(summary: dict) -> None:

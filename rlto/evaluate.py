@@ -367,6 +367,11 @@ def _checked_entry(
 # The report.
 
 
+def _nan_as_inf(values: np.ndarray) -> np.ndarray:
+    """NaN (a diverged rollout's cost or error) replaced by +inf, for order statistics."""
+    return np.where(np.isnan(values), np.inf, values)
+
+
 def _json_number(value) -> float | int | None:
     value = value.item() if isinstance(value, np.generic) else value
     if isinstance(value, float) and not math.isfinite(value):
@@ -425,8 +430,9 @@ class Report:
 
     @property
     def median_gap_percent(self) -> float:
-        """Median over instances of the per-instance gap (percent)."""
-        return float(np.median(self.instance_gaps_percent))
+        """Median over instances of the per-instance gap (percent); a diverged rollout (NaN
+        cost) ranks as the worst, so the median stays finite while fewer than half diverge."""
+        return float(np.median(_nan_as_inf(self.instance_gaps_percent)))
 
     @property
     def near_optimal(self) -> np.ndarray:
@@ -440,10 +446,11 @@ class Report:
 
     @property
     def precision(self) -> float:
-        """Median final task-space error; NaN where the problem has no task space."""
+        """Median final task-space error (a diverged rollout's ranks as the worst); NaN where
+        the problem has no task space."""
         if self.final_error is None:
             return float("nan")
-        return float(np.median(self.final_error))
+        return float(np.median(_nan_as_inf(self.final_error)))  # diverged: the worst
 
     @property
     def max_violation(self) -> float:
@@ -584,9 +591,26 @@ def warm_start_study(
     """
     if params is None:
         params = test_params(problem)
-    _, us, rollout_cost = policy_rollout(problem, policy, params)
-    from_policy = solve(problem, params, init=us, max_iter=max_iter, tol=tol)
+    (_, _, rollout_cost), from_policy, from_zero = warm_start_pair(
+        problem, policy, params, tol=tol, max_iter=max_iter
+    )
+    return warm_start_numbers(rollout_cost, from_policy, from_zero, tol, max_iter)
+
+
+def warm_start_pair(
+    problem: Problem, policy: Policy, params, tol: float = 1e-6, max_iter: int = 200
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], Result, Result]:
+    """The policy's rollout (xs, us, cost) of `params`, and the TO solutions warm-started by its
+    controls and by zero controls (seed 002's Figs. 6 and 7)."""
+    rollout = policy_rollout(problem, policy, params)
+    from_policy = solve(problem, params, init=rollout[1], max_iter=max_iter, tol=tol)
     from_zero = solve(problem, params, init=None, max_iter=max_iter, tol=tol)
+    return rollout, from_policy, from_zero
+
+
+def warm_start_numbers(rollout_cost, from_policy: Result, from_zero: Result, tol: float,
+                       max_iter: int) -> dict[str, Any]:
+    """warm_start_study's dict from a warm_start_pair's rollout costs and solutions."""
 
     def floats(a: Sequence[Any]) -> list:
         return [_json_number(float(v)) for v in a]

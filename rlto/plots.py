@@ -85,9 +85,10 @@ def plot_cost_histogram(result_or_arrays: Any, path: str | os.PathLike | None = 
 
 
 def plot_cost_distributions(costs: Mapping[str, Any], path: str | os.PathLike | None = None,
-                            title: str = "") -> Figure:
+                            title: str = "", ylabel: str = "final TO cost") -> Figure:
     """Box plots (with every instance as a dot) of final costs per method: costs maps a label to
-    (n,) costs, e.g. TO from each warm start. Non-finite costs are left out and counted."""
+    (n,) costs, e.g. TO from each warm start (or, with ylabel, any per-instance number such as
+    TO iterations). Non-finite values are left out and counted."""
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
     labels = list(costs)
@@ -99,7 +100,7 @@ def plot_cost_distributions(costs: Mapping[str, Any], path: str | os.PathLike | 
     for i, v in enumerate(finite, start=1):
         ax.plot(i + rng.uniform(-0.15, 0.15, v.size), v, ".", alpha=0.4, color=CONVERGED_COLOR)
     dropped = sum(int(v.size - f.size) for v, f in zip(values, finite, strict=True))
-    ax.set_ylabel("final TO cost")
+    ax.set_ylabel(ylabel)
     ax.set_title(title + (f" ({dropped} non-finite left out)" if dropped else ""))
     _save(fig, path)
     return fig
@@ -401,3 +402,135 @@ def _stacked(ax, groups: list[np.ndarray], bins) -> None:
             edgecolor="white", linewidth=0.5)
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Task-space paths and the policy against TO (seed 002, Figs. 1 and 6).
+
+
+def plot_task_paths(
+    problem,
+    xs: Any,
+    params: Mapping[str, Any],
+    flags: Any = None,
+    path: str | os.PathLike | None = None,
+    max_paths: int = 12,
+    ok_label: str = "converged",
+) -> Figure:
+    """Task-space paths p(x_t) of a few instances with their starts and targets (seed 002's
+    Fig. 1: a policy rollout reaching precisely), next to the distance ||p - p*|| over time.
+
+    problem: an rlto.Problem with `position` and `target`.
+    xs: (n, T+1, nx) states; params: the instances' parameters (leading dim n).
+    flags: (n,) bool per instance (e.g. within 1% of J*), drawn blue / red; None: all True.
+    max_paths: at most this many instances are drawn; flagged-False ones are preferred, up to
+        half. The title gives the median final distance over all n.
+    """
+    if problem.position is None or problem.target is None:
+        raise ValueError(f"{problem.name} has no task space (position and target); "
+                         "plot_trajectories shows its states instead.")
+    xs = np.asarray(xs, dtype=np.float64)
+    flags = _converged_or_true(flags, xs.shape[0])
+    index = _pick_instances(flags, max_paths)
+    chosen = _take(params, index)
+    positions = _positions(problem, xs[index], chosen)
+    targets = _targets(problem, chosen)
+    all_final = np.linalg.norm(
+        _positions(problem, xs[:, -1:], params)[:, 0] - _targets(problem, params), axis=-1
+    )
+    errors = np.linalg.norm(positions - targets[:, None, :], axis=-1)
+    fig = Figure(figsize=(12, 5.2), layout="constrained")
+    path_ax = _path_axes(fig, 1, 2, 1, positions.shape[-1])
+    _draw_paths(path_ax, positions, targets, flags[index])
+    _status_legend(path_ax, flags[index], [
+        Line2D([], [], color="k", marker="o", ls="", ms=4, label="start"),
+        Line2D([], [], color="gold", marker="*", ls="", ms=12, mec="k", label="target"),
+    ], ok_label)
+    error_ax = fig.add_subplot(1, 2, 2)
+    _lines(error_ax, problem.dt * np.arange(xs.shape[1]), errors, flags[index])
+    _error_scale(error_ax, errors, flags[index])
+    error_ax.set_xlabel("time (s)")
+    error_ax.set_ylabel("||p - p*|| (m)")
+    error_ax.grid(alpha=0.3)
+    fig.suptitle(f"{problem.name}: {index.size} of {flags.size} instances shown, "
+                 f"{flags.mean():.1%} {ok_label}, median final distance "
+                 f"{np.nanmedian(all_final):.3g} m")
+    _save(fig, path)
+    return fig
+
+
+def plot_policy_and_to(
+    problem,
+    params: Mapping[str, Any],
+    trajectories: Mapping[str, tuple[Any, Any]],
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """One instance, one row per trajectory (seed 002's Fig. 6: the policy's rollout, TO
+    warm-started by it, TO from zero controls): left the task-space path p(x_t) with the target
+    (the states over time when the problem has no task space), right the controls with their
+    bounds. Each row's title gives its cost and final distance to the target.
+
+    params: one instance's parameters (no leading batch dim).
+    trajectories: label -> (xs (T+1, nx), us (T, nu)), drawn top to bottom in this order.
+    """
+    one = {key: np.asarray(value)[None] for key, value in params.items()}
+    rows = len(trajectories)
+    fig = Figure(figsize=(12, 3.6 * rows + 0.4), layout="constrained")
+    t_states = problem.dt * np.arange(problem.horizon + 1)
+    t_controls = problem.dt * np.arange(problem.horizon)
+    task_space = problem.position is not None and problem.target is not None
+    target = _targets(problem, one) if task_space else None
+    for row, (label, (xs, us)) in enumerate(trajectories.items()):
+        xs = np.asarray(xs, dtype=np.float64)
+        us = np.asarray(us, dtype=np.float64)
+        cost = float(problem.trajectory_cost(xs, us, jax.tree.map(lambda v: v[0], one)))
+        title = f"{label}: cost {cost:.5g}"
+        if task_space:
+            positions = _positions(problem, xs[None], one)
+            left = _path_axes(fig, rows, 2, 2 * row + 1, positions.shape[-1])
+            _draw_paths(left, positions, target, np.ones(1, dtype=bool))
+            title += f", final distance {np.linalg.norm(positions[0, -1] - target[0]):.3g} m"
+        else:
+            left = fig.add_subplot(rows, 2, 2 * row + 1)
+            for i in range(xs.shape[-1]):
+                left.plot(t_states, xs[:, i], lw=1.2, label=f"x[{i}]")
+            left.set_xlabel("time (s)")
+            left.legend(fontsize="small", ncols=2)
+            left.grid(alpha=0.3)
+        left.set_title(title, fontsize="medium")
+        right = fig.add_subplot(rows, 2, 2 * row + 2)
+        for j in range(us.shape[-1]):
+            right.step(t_controls, us[:, j], where="post", lw=1.2, label=f"u[{j}]")
+        for lower, upper in zip(problem.u_lower, problem.u_upper, strict=True):
+            _bounds(right, lower, upper)
+        right.set_xlabel("time (s)")
+        right.set_title(f"{label}: controls", fontsize="medium")
+        right.legend(fontsize="small", ncols=min(us.shape[-1], 3))
+        right.grid(alpha=0.3)
+    _save(fig, path)
+    return fig
+
+
+def _path_axes(fig: Figure, rows: int, cols: int, index: int, dim: int):
+    """A 3-D axes for 3-D task spaces, a plane otherwise."""
+    if dim == 3:
+        ax = fig.add_subplot(rows, cols, index, projection="3d")
+        ax.set_zlabel("p[2] (m)")
+    else:
+        ax = fig.add_subplot(rows, cols, index)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.grid(alpha=0.3)
+    ax.set_xlabel("p[0] (m)")
+    ax.set_ylabel("p[1] (m)")
+    return ax
+
+
+def _draw_paths(ax, positions: np.ndarray, targets: np.ndarray, flags: np.ndarray) -> None:
+    """Paths (m, T+1, d), their starts (black dots) and targets (gold stars), in 2-D or 3-D."""
+    dims = positions.shape[-1]
+    for path_xyz, ok in zip(positions, flags, strict=True):
+        ax.plot(*(path_xyz[:, i] for i in range(dims)), color=_color(ok), lw=1.2, alpha=0.8)
+    ax.scatter(*(positions[:, 0, i] for i in range(dims)), s=14, color="k")
+    unique = np.unique(np.round(targets, 9), axis=0)
+    ax.scatter(*(unique[:, i] for i in range(dims)), marker="*", s=160, color="gold",
+               edgecolor="k")

@@ -3,7 +3,9 @@
 The run directory holds config.json (resolved configuration), metrics.csv (one row per outer
 iteration: sim calls, wall time, losses, test gap), checkpoints/ (the whole algorithm state, so a
 killed run resumes where its last checkpoint was), policy/ (the latest policy, `load_policy`),
-evaluation.json, learning_curve.png and rollouts.png.
+evaluation.json, learning_curve.png, rollouts.png and, for problems with a task space (position
+and target), paths.png (the policy's paths p(x_t) on the test set, seed 002's Fig. 1).
+`rlto eval RUN --warmstart` adds seed 002's Figs. 6 and 7.
 """
 
 from __future__ import annotations
@@ -152,6 +154,9 @@ def train(
     plots.plot_trajectories(problem, (xs, us, report.near_optimal),
                             os.path.join(run.path, "rollouts.png"),
                             params=test, ok_label="within 1% of J*")
+    if problem.position is not None and problem.target is not None:  # seed 002's Fig. 1
+        plots.plot_task_paths(problem, xs, test, report.near_optimal,
+                              os.path.join(run.path, "paths.png"), ok_label="within 1% of J*")
     return TrainResult(os.fspath(run.path), state.policy, int(state.iteration), summary, report)
 
 

@@ -213,6 +213,44 @@ def test_plot_trajectories_writes_png(tmp_path, name):
     assert _png_ok(tmp_path / "bare.png")
 
 
+def test_plot_task_paths_draws_the_positions(tmp_path):
+    """Fig. 1's paths are p(x_t) of the instances drawn; the title's median final distance is
+    over all of them; a problem without task space is a clear error."""
+    problem = rlto.make("single_integrator")
+    params, arrays = _zero_control_arrays(problem, 5)
+    fig = plots.plot_task_paths(problem, arrays["xs"], params, arrays["converged"],
+                                tmp_path / "paths.png", max_paths=5)
+    assert _png_ok(tmp_path / "paths.png")
+    position = jax.vmap(jax.vmap(problem.position, in_axes=(0, None)))
+    expected = np.asarray(position(jnp.asarray(arrays["xs"]), params))
+    drawn = [np.asarray(line.get_xydata()) for line in fig.axes[0].lines]
+    assert len(drawn) == 5
+    for path in drawn:  # each drawn path is one instance's p(x_t)
+        assert any(np.allclose(path, e) for e in expected)
+    target = np.asarray(jax.vmap(problem.target)(params))
+    final = np.linalg.norm(expected[:, -1] - target, axis=-1)
+    assert f"{np.median(final):.3g} m" in fig.texts[0].get_text()
+    oned = rlto.make("oned")
+    with pytest.raises(ValueError, match="no task space"):
+        plots.plot_task_paths(oned, np.zeros((1, oned.horizon + 1, 1)), oned.sample(
+            jax.random.key(0), 1))
+
+
+@pytest.mark.parametrize("name", ["single_integrator", "oned"])
+def test_plot_policy_and_to_one_row_per_trajectory(tmp_path, name):
+    """Fig. 6: a row per trajectory, titled with its cost (the problem's trajectory cost)."""
+    problem = rlto.make(name)
+    params, arrays = _zero_control_arrays(problem, 2)
+    one = {k: np.asarray(v)[0] for k, v in params.items()}
+    rows = {"a": (arrays["xs"][0], arrays["us"][0]), "b": (arrays["xs"][1], arrays["us"][1])}
+    fig = plots.plot_policy_and_to(problem, one, rows, tmp_path / "fig6.png")
+    assert _png_ok(tmp_path / "fig6.png")
+    titles = [ax.get_title() for ax in fig.axes]
+    cost = float(problem.trajectory_cost(arrays["xs"][0], arrays["us"][0], one))
+    assert f"a: cost {cost:.5g}" in titles[0]
+    assert titles[1] == "a: controls" and titles[3] == "b: controls"
+
+
 def test_plot_cost_histogram_writes_png(tmp_path):
     arrays = {"cost": np.array([1.0, 2.0, 50.0, np.inf]), "iterations": np.array([3, 4, 9, 20]),
               "converged": np.array([True, True, True, False])}
@@ -238,3 +276,14 @@ def test_train_then_eval(tmp_path):
     assert evaluated["gap_percent"] == pytest.approx(trained["gap_percent"], rel=1e-12)
     assert (out / "checkpoints" / "ckpt.eqx").exists()
     assert cli.main(["eval", str(tmp_path / "missing")]) == 2
+    # --warmstart: Figs. 6 and 7 (TO of the test set from the policy and from zero controls).
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert cli.main(["eval", str(out), "--json", "--warmstart", "--max-iter", "50"]) == 0
+    printed = json.loads(stdout.getvalue())
+    study = json.loads((out / "warmstart.json").read_text())
+    assert printed["warmstart_iterations_policy_max"] == max(study["iterations_policy"])
+    assert printed["warmstart_iterations_zero_median"] == np.median(study["iterations_zero"])
+    assert printed["gap_percent"] == pytest.approx(trained["gap_percent"], rel=1e-12)
+    for name in ("warmstart_iterations.png", "policy_vs_to.png"):
+        assert _png_ok(out / name), name

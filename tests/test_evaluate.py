@@ -3,6 +3,7 @@ small positive gap and the zero policy a large one, the optimum cache, warm star
 
 One test set (n = 16) and one solver setting throughout, so each program compiles once."""
 
+import dataclasses
 import importlib
 import json
 import shutil
@@ -112,6 +113,15 @@ def test_per_instance_gap_metrics_by_hand():
     assert report.median_gap_percent == pytest.approx(1.25)
     assert report.within_1_percent == 0.5
     assert report.summary()["within_1_percent"] == 0.5
+    # Diverged rollouts (NaN cost and error) rank as the worst instances in the medians.
+    diverged = dataclasses.replace(
+        report, policy_cost=np.array([10.05, np.nan, 30.6, np.nan, 50.0]),
+        optimum_cost=np.array([10.0, 20.0, 30.0, 40.0, 40.0]),
+        final_error=np.array([0.1, np.nan, 0.3, np.nan, 0.2]),
+        constraint_violation=np.zeros(5), clipped_share=np.zeros(5))
+    assert diverged.median_gap_percent == pytest.approx(25.0)  # median of 0.5, 2, 25, inf, inf
+    assert diverged.precision == pytest.approx(0.3)
+    assert np.isnan(diverged.gap_percent)  # the gap of the means drops nothing
 
 
 def test_zero_policy_large_gap(problem, params, optimum):

@@ -126,7 +126,7 @@ def test_plal_reaches_consensus_and_lowers_the_gap(lqr, tmp_path):
 
 def test_bcl_raises_mu_where_consensus_stalls(lqr):
     """With a tiny threshold, the first dual step fails the test: mu grows and lambda stays."""
-    config = plal.PlalConfig(**TINY, penalty="bcl", mu=1.0)
+    config = plal.PlalConfig(**TINY, penalty="bcl", mu=1.0, mu_scale="absolute")
     state = plal.init(lqr, config, jax.random.key(0))
     state = state._replace(eta=jnp.full_like(state.eta, 1e-12))
     new, _ = plal.step(lqr, config, state)
@@ -169,7 +169,7 @@ def test_refresh_replaces_k_instances_and_leaves_the_rest(lqr):
     """refresh=k redraws exactly k instances: they enter as at init (their OC iterate is the TO
     solution from the policy's rollout or zeros, zero multipliers, the initial mu); every other
     instance keeps its iterate and multipliers bit for bit."""
-    config = plal.PlalConfig(**TINY, refresh=3, penalty="bcl", mu=0.5)
+    config = plal.PlalConfig(**TINY, refresh=3, penalty="bcl", mu=0.5, mu_scale="absolute")
     state, _ = plal.step(lqr, config, plal.init(lqr, config, jax.random.key(0)))
     new = plal.refresh(lqr, config, state, jax.random.key(7))
     changed = np.any(np.asarray(new.params["x0"]) != np.asarray(state.params["x0"]), axis=1)
@@ -181,12 +181,34 @@ def test_refresh_replaces_k_instances_and_leaves_the_rest(lqr):
     np.testing.assert_array_equal(np.asarray(new.lam)[changed], 0.0)
     np.testing.assert_array_equal(np.asarray(new.mu)[changed], 0.5)
     fresh = {k: np.asarray(v)[changed] for k, v in new.params.items()}
-    xs, us, calls, _ = plal.first_iterate(lqr, state.policy, fresh, config)
+    xs, us, mu, calls, _ = plal.first_iterate(lqr, state.policy, fresh, config)
+    np.testing.assert_array_equal(np.asarray(mu), 0.5)
     np.testing.assert_allclose(np.asarray(new.us)[changed], np.asarray(us), atol=1e-12)
     np.testing.assert_allclose(np.asarray(new.xs)[changed][:, 0], fresh["x0"])
     assert int(new.sim_calls) == int(state.sim_calls) + calls
     with pytest.raises(ProblemError, match="refresh must be in"):
         plal.PlalConfig(n_problems=8, refresh=8)
+
+
+def test_curvature_scaled_mu_is_the_closed_form_control_curvature():
+    """On the unconstrained LQR, Q_uu(t) = R + B' P(t+1) B with Riccati's P: mu_scale=
+    "curvature" gives each instance mu times the mean of its diagonal over t, whatever x0."""
+    free = rlto.make("lqr", horizon=20, u_max=float("inf"))
+    _, b, _, r, _ = lqr_problem.matrices(free.config)
+    _, values = lqr_problem.riccati(free.config)
+    closed_form = np.mean([np.diag(r + b.T @ p @ b).mean() for p in values[1:]])
+    assert not np.isclose(closed_form, np.diag(r).mean(), rtol=1e-3)  # V_xx matters here
+    config = plal.PlalConfig(**{**TINY, "mu": 2.0, "mu_scale": "curvature"})
+    params = free.sample(jax.random.key(3), 4)
+    policy = new_policy(free, config, jax.random.key(4))
+    xs, us, mu, calls, _ = plal.first_iterate(free, policy, params, config)
+    np.testing.assert_allclose(np.asarray(mu), 2.0 * closed_form, rtol=1e-8)
+    absolute = plal.PlalConfig(**{**TINY, "mu": 2.0, "mu_scale": "absolute"})
+    _, _, mu_abs, calls_abs, _ = plal.first_iterate(free, policy, params, absolute)
+    np.testing.assert_array_equal(np.asarray(mu_abs), 2.0)
+    assert calls == calls_abs + 4 * free.horizon  # f_u at every point is counted
+    with pytest.raises(ProblemError, match="use init=\"solve\""):
+        plal.PlalConfig(init="rollout")  # the default scale needs a TO solution
 
 
 def test_bad_plal_options():
@@ -231,7 +253,7 @@ def test_plal_on_lqr_learns_the_riccati_policy_where_the_box_is_inactive(tmp_pat
 
 def test_init_solve_starts_admm_from_to_solutions(lqr):
     key = jax.random.key(4)
-    states = {how: plal.init(lqr, plal.PlalConfig(init=how, **TINY), key)
+    states = {how: plal.init(lqr, plal.PlalConfig(init=how, mu_scale="absolute", **TINY), key)
               for how in ("rollout", "solve")}
     params = states["rollout"].params
 

@@ -16,6 +16,9 @@ updated in the learning block (one Gauss-Newton step per sample), gamma by eq. 1
 Penalty: "fixed" mu, or "bcl", the bound-constrained Lagrangian rule (Conn, Gould and Toint)
 that the paper names as future work: per instance, update the multipliers when the consensus
 violation is below a threshold eta (then tighten eta), else raise mu and keep the multipliers.
+The initial mu is absolute (the paper) or, by default, relative to each instance's curvature of
+the cost-to-go in u (`control_curvature`), so that one setting suits problems whose control
+costs differ by orders of magnitude.
 """
 
 from __future__ import annotations
@@ -63,7 +66,16 @@ class PlalConfig(LearningConfig):
     penalty: str = "fixed"
     """"fixed" mu, or "bcl": raise mu where the consensus stalls (bound-constrained Lagrangian)."""
     mu: float = 1.0
-    """Initial penalty mu (per instance)."""
+    """Initial penalty mu (per instance); with mu_scale="curvature" a multiple of the
+    instance's control curvature."""
+    mu_scale: str = "curvature"
+    """"absolute": mu as given (the paper). "curvature": each instance's initial mu is mu times
+    the mean diagonal of Q_uu = l_uu + f_u' V_xx f_u over its first TO solution
+    (`control_curvature`), the curvature of the cost-to-go in u that the consensus penalty
+    competes with (lqr 1.25, pendulum 0.0062, double_pendulum 0.046, ur5 0.0062). A penalty far
+    above it pins the OC step to the policy (pendulum: an absolute mu = 1 left the gap near
+    2000%; scaled, mu = 1 reached 123% in 60 s); far below, the consensus barely moves the TO.
+    Needs init="solve" (the curvature comes from the solver's V_xx)."""
     mu_factor: float = 10.0
     """"bcl": factor by which mu grows when the consensus violation is above eta."""
     mu_max: float = 1e4
@@ -98,6 +110,11 @@ class PlalConfig(LearningConfig):
         self._check_choice("penalty", ("fixed", "bcl"))
         self._check_choice("init", ("rollout", "solve"))
         self._check_choice("oc_hessian", ("exact", "gauss_newton"))
+        self._check_choice("mu_scale", ("absolute", "curvature"))
+        if self.mu_scale == "curvature" and self.init != "solve":
+            raise ProblemError('mu_scale="curvature" takes the curvature from the first TO '
+                               'solution: use init="solve" (the default), or mu_scale='
+                               '"absolute" with init="rollout".')
         if not 0 <= int(self.refresh) < self.n_problems:
             raise ProblemError(f"refresh must be in [0, n_problems), got {self.refresh} with "
                                f"n_problems={self.n_problems}.")
@@ -175,28 +192,62 @@ def multiple_shooting_penalty(x, u, t, params, shared):
 
 def first_iterate(problem: Problem, policy: Policy, params: dict, config: PlalConfig):
     """The OC iterate an instance enters ADMM with: the policy's rollout, or (config.init =
-    "solve") the TO solution from the better of that rollout and zero controls.
+    "solve") the TO solution from the better of that rollout and zero controls; and its
+    initial penalty.
 
-    params: n instances. Returns xs (n, T+1, nx), us (n, T, nu), simulator calls, TO iterations.
+    params: n instances. Returns xs (n, T+1, nx), us (n, T, nu), mu (n,), simulator calls,
+    TO iterations.
     """
     xs, us, _ = policy_rollout(problem, policy, params)
     us = finite_warm_start(xs, us)
     if config.init == "rollout":  # diverged instances start from zero controls' rollout
         xs = np.asarray(jax.vmap(problem.rollout)(jnp.asarray(us), params))
     sim_calls, to_iterations = us.shape[0] * problem.horizon, 0  # the warm-start rollout
+    mu = np.full(us.shape[0], config.mu)
     if config.init == "solve":
         best, calls, iterations = solve_from_each(problem, params, [us, None], config)
-        usable = usable_solves(best)[:, None, None]
-        xs, us = np.where(usable, best.xs, xs), np.where(usable, best.us, us)
+        usable = usable_solves(best)
+        xs = np.where(usable[:, None, None], best.xs, xs)
+        us = np.where(usable[:, None, None], best.us, us)
         sim_calls, to_iterations = sim_calls + calls, iterations
-    return jnp.asarray(xs), jnp.asarray(us), sim_calls, to_iterations
+        if config.mu_scale == "curvature":
+            curvature = np.asarray(control_curvature(problem, best.xs, best.us, best.Vxx, params))
+            sim_calls += us.shape[0] * problem.horizon  # f_u at every (x_t, u_t)
+            mu = config.mu * _fill_unusable(curvature, usable)
+    return jnp.asarray(xs), jnp.asarray(us), jnp.asarray(mu), sim_calls, to_iterations
 
 
-def initial_duals(problem: Problem, config: PlalConfig, n: int) -> dict[str, jax.Array]:
-    """The dual state an instance enters ADMM with: zero multipliers lam (n, T, nu) and gamma
-    (n, T, nx), the initial penalty mu (n,) and the "bcl" threshold eta = mu^-0.1 (n,)."""
-    T = problem.horizon
-    mu = jnp.full(n, config.mu)
+def control_curvature(problem: Problem, xs, us, Vxx, params) -> jax.Array:
+    """Mean over t and controls j of diag Q_uu(t), Q_uu = l_uu + f_u' V_xx(t+1) f_u: the
+    curvature in u of the cost-to-go along a solution (n,).
+
+    xs (n, T+1, nx), us (n, T, nu), Vxx (n, T+1, nx, nx) (rlto.solve's value Hessians)."""
+    steps = jnp.arange(problem.horizon)
+
+    def at(x, u, t, V, p):
+        fu = jax.jacfwd(problem.dynamics, argnums=1)(x, u, t, p)
+        luu = jax.hessian(problem.running_cost, argnums=1)(x, u, t, p)
+        return jnp.mean(jnp.diagonal(luu + fu.T @ V @ fu))
+
+    def one(x, u, V, p):
+        return jnp.mean(jax.vmap(at, in_axes=(0, 0, 0, 0, None))(x[:-1], u, steps, V[1:], p))
+
+    return jax.jit(jax.vmap(one))(jnp.asarray(xs), jnp.asarray(us), jnp.asarray(Vxx), params)
+
+
+def _fill_unusable(curvature: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Curvatures of failed solves (or non-positive ones) replaced by the median of the others;
+    all 1 when none is usable (mu_scale then falls back to the absolute mu)."""
+    good = usable & np.isfinite(curvature) & (curvature > 0)
+    fill = np.median(curvature[good]) if good.any() else 1.0
+    return np.where(good, curvature, fill)
+
+
+def initial_duals(problem: Problem, mu) -> dict[str, jax.Array]:
+    """The dual state an instance enters ADMM with, given its initial penalties mu (n,): zero
+    multipliers lam (n, T, nu) and gamma (n, T, nx), mu, and the "bcl" threshold
+    eta = mu^-0.1."""
+    n, T = mu.shape[0], problem.horizon
     return {"lam": jnp.zeros((n, T, problem.nu)), "gamma": jnp.zeros((n, T, problem.nx)),
             "mu": mu, "eta": mu**-0.1}
 
@@ -206,7 +257,7 @@ def init(problem: Problem, config: PlalConfig, key: jax.Array) -> PlalState:
     policy_key, sample_key, key = jax.random.split(key, 3)
     policy = new_policy(problem, config, policy_key)
     params = {k: jnp.asarray(v) for k, v in problem.sample(sample_key, config.n_problems).items()}
-    xs, us, sim_calls, to_iterations = first_iterate(problem, policy, params, config)
+    xs, us, mu, sim_calls, to_iterations = first_iterate(problem, policy, params, config)
     return PlalState(
         policy=policy,
         opt_state=init_optimizer(policy, config),
@@ -218,7 +269,7 @@ def init(problem: Problem, config: PlalConfig, key: jax.Array) -> PlalState:
         xs=xs,
         us=us,
         policy_xs=xs[:, :-1],
-        **initial_duals(problem, config, config.n_problems),
+        **initial_duals(problem, mu),
     )
 
 
@@ -230,13 +281,13 @@ def refresh(problem: Problem, config: PlalConfig, state: PlalState, key: jax.Arr
     pick_key, sample_key = jax.random.split(key)
     index = jax.random.choice(pick_key, n, (k,), replace=False)
     fresh = {name: jnp.asarray(v) for name, v in problem.sample(sample_key, k).items()}
-    xs, us, calls, iterations = first_iterate(problem, state.policy, fresh, config)
+    xs, us, mu, calls, iterations = first_iterate(problem, state.policy, fresh, config)
 
     def put(old, new):
         return old.at[index].set(new.astype(old.dtype))
 
     duals = {name: put(getattr(state, name), value)
-             for name, value in initial_duals(problem, config, k).items()}
+             for name, value in initial_duals(problem, mu).items()}
     return state._replace(
         params={name: put(v, fresh[name]) for name, v in state.params.items()},
         xs=put(state.xs, xs), us=put(state.us, us), policy_xs=put(state.policy_xs, xs[:, :-1]),
