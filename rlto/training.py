@@ -103,21 +103,24 @@ def train(
             )
     run.write_config(resolved)
 
-    state = module.init(problem, config, jax.random.key(seed))
-    wall = 0.0
-    loaded = run.load_checkpoint((state, np.float64(0.0)))
-    if loaded is not None:
-        (state, wall), _ = loaded
-        wall = float(wall)
-    if hasattr(module, "attach"):
-        # State that has no fixed-shape pytree form (SB3's model and replay buffer) lives in
-        # files of the run directory, written by each step; restore those of the checkpoint.
-        state = module.attach(problem, config, state, run.path)
+    with _progress(progress, f"{algo} on {problem.name}", iterations) as bar:
+        bar.describe("first instances and policy (includes compiling)")
+        state = module.init(problem, config, jax.random.key(seed))
+        wall = 0.0
+        loaded = run.load_checkpoint((state, np.float64(0.0)))
+        if loaded is not None:
+            (state, wall), _ = loaded
+            wall = float(wall)
+        if hasattr(module, "attach"):
+            # State that has no fixed-shape pytree form (SB3's model and replay buffer) lives in
+            # files of the run directory, written by each step; restore those of the checkpoint.
+            state = module.attach(problem, config, state, run.path)
 
-    test = test_params(problem, m=test_size)
-    optimum = optimum_costs(problem, test)
-    report = None
-    with _progress(progress, f"{algo} on {problem.name}", iterations) as advance:
+        test = test_params(problem, m=test_size)
+        bar.describe(f"J* of the {test_size} test instances (solved once, then cached)")
+        optimum = optimum_costs(problem, test)
+        bar.describe("first iteration (includes compiling)")
+        report = None
         while (
             (iterations is None or int(state.iteration) < iterations)
             and (seconds is None or wall < seconds)
@@ -140,8 +143,8 @@ def train(
             }
             run.log(row)
             run.save_checkpoint((state, np.float64(wall)), int(state.iteration))
-            advance(f"it {row['iteration']}  sim calls {row['sim_calls']:.3g}  "
-                    f"gap {row['test_gap']:.3g}%")
+            bar.advance(f"it {row['iteration']}  sim calls {row['sim_calls']:.3g}  "
+                        f"gap {row['test_gap']:.3g}%")
 
     save_policy(os.path.join(run.path, "policy"), state.policy)
     if report is None:  # no iteration ran (a resumed run whose budget was already spent)
@@ -160,18 +163,34 @@ def train(
     return TrainResult(os.fspath(run.path), state.policy, int(state.iteration), summary, report)
 
 
+class _Bar:
+    """What `_progress` yields: describe(text) relabels the current step, advance(text) also
+    counts an iteration. Both do nothing when the bar is disabled."""
+
+    def __init__(self, bar=None, task=None):
+        self._bar, self._task = bar, task
+
+    def describe(self, description: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=description)
+
+    def advance(self, description: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, description=description)
+
+
 @contextlib.contextmanager
 def _progress(enabled: bool, title: str, total: int | None):
-    """A rich progress bar (iterations known) or spinner; yields advance(description)."""
+    """A rich progress bar (iterations known) or spinner, labelled with what is being done
+    (the set-up steps, slow on robots, included); yields a _Bar."""
     if not enabled:
-        yield lambda description: None
+        yield _Bar()
         return
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(SpinnerColumn(), TextColumn(f"{title}: {{task.description}}"), BarColumn(),
                   TimeElapsedColumn()) as bar:
-        task = bar.add_task("starting (compiling the solver)", total=total)
-        yield lambda description: bar.update(task, advance=1, description=description)
+        yield _Bar(bar, bar.add_task("starting", total=total))
 
 
 def load_policy(run_dir: str | os.PathLike) -> Policy:
