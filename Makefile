@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # PLAL with stochastic Sobolev learning (the default `sobolev`) on the pendulum swing-up, with the
-# settings that work there (README, "PLAL on pendulum"), then seed 002's Figs. 6 and 7.
+# settings that work there (README: "The penalty no longer needs tuning"), then seed 002's Figs. 6
+# and 7.
 DEMO_OPTIONS := -o mu_scale=curvature -o refresh=32 -o to_max_iter=10 -o epochs=40 \
 	-o learning_rate_half_life=10000
 

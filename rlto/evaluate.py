@@ -446,7 +446,7 @@ class Report:
 
     @property
     def precision(self) -> float:
-        """Median final task-space error (a diverged rollout's ranks as the worst); NaN where
+        """Median final task-space error (a diverged rollout's error ranks as the worst); NaN where
         the problem has no task space."""
         if self.final_error is None:
             return float("nan")
