@@ -1,7 +1,8 @@
 """Solver throughput: rlto's batched box-FDDP against crocoddyl's SolverBoxFDDP.
 
 For each problem and batch size n, the same n instances (a prefix of one sample, seed --seed) are
-solved from the same warm start (zero controls, states = rollout) by
+solved from the same warm start (the problem's default controls: zero, or gravity compensation for
+ur5; states = rollout) by
 
 - rlto.solve on the whole batch at once (timed after a warm-up call that compiles; the first
   call's extra time is reported as compile time), and
@@ -204,7 +205,8 @@ def write_markdown(path: Path, result: dict) -> None:
         f"(jax {m['jax']}, crocoddyl {m['crocoddyl']}, pinocchio {m['pinocchio']}); "
         f"load average {m['load_average_start'][0]:.1f} at start, "
         f"{m.get('load_average_end', [float('nan')])[0]:.1f} at end. "
-        f"Warm start: zero controls. max_iter {s['max_iter']}, tol = th_stop = {s['tol']:g}. "
+        "Warm start: the problem's default controls (zero; ur5: gravity compensation g(q0)). "
+        f"max_iter {s['max_iter']}, tol = th_stop = {s['tol']:g}. "
         "Same run, same instances.",
         "",
         "Throughput in instances solved per second; ratio = rlto / crocoddyl (> 1: rlto faster). "
@@ -358,7 +360,7 @@ def main(argv=None) -> int:
             "croc_subset": args.croc_subset,
             "jax_subset": args.jax_subset,
             "seed": args.seed,
-            "warm_start": "zero controls, states = rollout",
+            "warm_start": "default controls (zero; ur5: gravity compensation), states = rollout",
             "crocoddyl_is_feasible": True,
             "quick": args.quick,
         },

@@ -186,6 +186,8 @@ def cache_path(problem: Problem, params, cache_dir: str | os.PathLike) -> str:
         digest.update(b"\0")
     for bound in (problem.u_lower, problem.u_upper):
         digest.update(np.ascontiguousarray(bound, dtype=np.float64).tobytes())
+    if problem.initial_controls is not None:  # J* found before the default warm start existed
+        digest.update(b"initial_controls")   # was higher: a new key drops those entries
     for key in sorted(params):
         value = np.ascontiguousarray(params[key], dtype=np.float64)
         digest.update(f"{key}{value.shape}".encode())

@@ -81,6 +81,11 @@ class Problem:
     angles: tuple[int, ...] = ()
     """Indices of the state coordinates that are angles (2 pi-periodic, e.g. a pendulum's q):
     policies see them as (cos, sin), so that q and q + 2 pi are one input."""
+    initial_controls: Callable[[dict], jax.Array] | None = None
+    """u0(params) -> (T, nu): the controls a solve starts from when it is given no warm start
+    (`rlto.solve(init=None)`, J*'s first start, PDDP's and Fig. 7's "zero" start). None: zero
+    controls. A robot's natural guess is gravity compensation, which holds the arm where it
+    starts; from zero torques it falls, and DDP settles in the basin of that fall."""
     config: Any = None
     """The factory's resolved settings (a frozen dataclass) for built-ins; written into run configs
     and read by reference models (e.g. crocoddyl's native pendulum)."""
@@ -253,6 +258,9 @@ def _validate(p: Problem) -> None:
         checks.append(
             ("constraints(x, u, t, params)", lambda: p.constraints(x, u, 0, params), None)
         )
+    if p.initial_controls is not None:
+        checks.append(("initial_controls(params)", lambda: p.initial_controls(params),
+                       (p.horizon, p.nu)))
     for what, call, expected in checks:
         try:
             # Compiled: eager op-by-op evaluation of autodiff-built dynamics takes seconds.
@@ -270,7 +278,7 @@ def _validate(p: Problem) -> None:
         elif out.shape != expected:
             raise ProblemError(
                 f"{p.name}: {what} returned shape {out.shape}, expected {expected}"
-                + (f" (nx={p.nx})" if expected == (p.nx,) else " (a scalar)")
+                + {(p.nx,): f" (nx={p.nx})", (): " (a scalar)"}.get(expected, "")
                 + "."
             )
         if not bool(jnp.all(jnp.isfinite(out))):

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlto.problem import Problem
+from rlto.solver.ddp import default_controls
 
 MODEL_KINDS = ("jax", "numpy", "native")
 """Values of the ``models`` argument of `crocoddyl_problem` and `solve_crocoddyl`."""
@@ -567,8 +568,8 @@ def solve_crocoddyl(
     """Solve n instances one after another with crocoddyl's SolverBoxFDDP.
 
     params: batch dict (leading dimension n), as from problem.sample(key, n).
-    init: None (zero controls, states = rollout), controls (n, T, nu), or a tuple (xs, us) with
-    xs (n, T+1, nx) and us (n, T, nu).
+    init: None (as rlto.solve: the problem's initial_controls or zeros; states = rollout),
+    controls (n, T, nu), or a tuple (xs, us) with xs (n, T+1, nx) and us (n, T, nu).
     is_feasible: passed to crocoddyl's solve. False (crocoddyl's default) makes the first
     iterations use unconstrained gains (no box-QP) until a full step (alpha = 1) is accepted, even
     when the init is a rollout; True uses the box-QP from the first iteration (only meaningful
@@ -586,8 +587,9 @@ def solve_crocoddyl(
     n = problem.check_params(params)
     T, nx, nu = problem.horizon, problem.nx, problem.nu
     xs_init = us_init = None
-    if init is None:
-        us_init = np.zeros((n, T, nu))
+    if init is None:  # the same start as rlto.solve(init=None): comparisons stay fair
+        batch = {k: jnp.asarray(v) for k, v in params.items()}
+        us_init = np.asarray(default_controls(problem, batch, n), dtype=np.float64)
     elif isinstance(init, tuple):
         xs_init, us_init = (np.asarray(a, dtype=np.float64) for a in init)
         if xs_init.shape != (n, T + 1, nx):

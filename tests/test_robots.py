@@ -177,11 +177,31 @@ def test_ur5_problem_is_built_from_the_urdf():
     np.testing.assert_allclose(problem.running_cost(x, u, 0, one), expected, rtol=1e-12)
 
 
+def test_ur5_default_warm_start_is_pinocchio_gravity():
+    """ur5's initial_controls hold each instance's g(q0) (Pinocchio's generalized gravity) at
+    every step, and rlto.solve(init=None) starts from them: its first rollout is theirs."""
+    problem = rlto.make("ur5")
+    robot = load_robot("ur5")
+    model = pin.buildModelFromUrdf(robot.urdf_path)
+    data = model.createData()
+    params = problem.sample(jax.random.key(2), 3)
+    for i in range(3):
+        one = {key: value[i] for key, value in params.items()}
+        us = np.asarray(problem.initial_controls(one))
+        gravity = pin.computeGeneralizedGravity(model, data, np.asarray(one["x0"][:6]))
+        assert us.shape == (problem.horizon, 6)
+        np.testing.assert_allclose(us, np.broadcast_to(gravity, us.shape), atol=1e-9)
+    from rlto.solver.ddp import default_controls
+    start = np.asarray(default_controls(problem, params, 3))
+    np.testing.assert_allclose(start[:, 0], [pin.computeGeneralizedGravity(
+        model, data, np.asarray(q)) for q in params["x0"][:, :6]], atol=1e-9)
+
+
 @pytest.mark.slow  # about 70 s, mostly compiling the solver for the UR5 model
 def test_ur5_solve_reaches_the_target():
-    """TO from zero torques converges and ends within 2 mm of the target, nearly at rest: with
-    w_pos_terminal = 1e4 a 2 mm miss costs 0.02, small against the optimum's cost of order 1-10,
-    so a converged solution has no reason to stop farther away."""
+    """TO from gravity compensation (the default start) converges and ends within 2 mm of the
+    target, nearly at rest: with w_pos_terminal = 1e4 a 2 mm miss costs 0.02, small against the
+    optimum's cost of order 1-10, so a converged solution has no reason to stop farther away."""
     problem = rlto.make("ur5")
     params = problem.sample(jax.random.key(1), 4)
     result = rlto.solve(problem, params)

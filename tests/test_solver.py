@@ -1,6 +1,8 @@
 """Oracle tests of rlto.solve: closed-form LQR, envelope-theorem sensitivities, batched vs loop,
 a reference NLP solver for constraints, per-instance statuses and input errors."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -375,3 +377,24 @@ def test_bad_inputs_raise_clear_errors(lqr_free):
         rlto.solve(lqr_free, params, tol=-1.0)
     with pytest.raises(ProblemError, match="rlto.ExtraCost"):
         rlto.solve(lqr_free, params, extra_cost=lambda x: x)
+
+
+def test_problem_initial_controls_are_the_default_start(lqr_box):
+    """init=None starts from Problem.initial_controls (clipped to the box): the same solve as
+    passing those controls, and not the zero-control solve; a wrong shape is a clear error."""
+    T = lqr_box.horizon
+
+    def push(params):  # 0.3 along the first force axis, 2.0 (clipped to 1) along the second
+        return jnp.broadcast_to(jnp.array([0.3, 2.0]) * jnp.sign(params["x0"][0]), (T, 2))
+
+    guessed = dataclasses.replace(lqr_box, initial_controls=push)
+    params = guessed.sample(jax.random.key(5), 3)
+    controls = np.asarray(jax.vmap(push)(params))
+    by_default = rlto.solve(guessed, params, max_iter=3)
+    explicit = rlto.solve(guessed, params, init=np.clip(controls, -1.0, 1.0), max_iter=3)
+    zero = rlto.solve(guessed, params, init=np.zeros((3, T, 2)), max_iter=3)
+    np.testing.assert_array_equal(by_default.us, explicit.us)
+    np.testing.assert_array_equal(by_default.iterations, explicit.iterations)
+    assert not np.allclose(by_default.us, zero.us)
+    with pytest.raises(ProblemError, match=r"initial_controls\(params\) returned shape"):
+        dataclasses.replace(lqr_box, initial_controls=lambda params: jnp.zeros((T, 3)))

@@ -47,7 +47,8 @@ class PddpConfig(LearningConfig):
     """Hyperparameters of PDDP (the shared ones: see LearningConfig)."""
 
     warm_start: str = "policy"
-    """TO warm start: "policy" (the policy's rollout, Alg. 1 line 2), "zero" controls, or "best":
+    """TO warm start: "policy" (the policy's rollout, Alg. 1 line 2), "zero" (the problem's default
+    start: zero controls, or its Problem.initial_controls), or "best":
     solve from both and keep each instance's lower cost (twice the TO work; escapes the local
     minima a poor policy leads TO into, e.g. the pendulum's extra swings)."""
     aggregate: int = 1

@@ -24,6 +24,7 @@ costs differ by orders of magnitude.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -192,8 +193,8 @@ def multiple_shooting_penalty(x, u, t, params, shared):
 
 def first_iterate(problem: Problem, policy: Policy, params: dict, config: PlalConfig):
     """The OC iterate an instance enters ADMM with: the policy's rollout, or (config.init =
-    "solve") the TO solution from the better of that rollout and zero controls; and its
-    initial penalty.
+    "solve") the TO solution from the better of that rollout and the problem's default start
+    (zero controls, or its initial_controls); and its initial penalty.
 
     params: n instances. Returns xs (n, T+1, nx), us (n, T, nu), mu (n,), simulator calls,
     TO iterations.
@@ -222,6 +223,14 @@ def control_curvature(problem: Problem, xs, us, Vxx, params) -> jax.Array:
     curvature in u of the cost-to-go along a solution (n,).
 
     xs (n, T+1, nx), us (n, T, nu), Vxx (n, T+1, nx, nx) (rlto.solve's value Hessians)."""
+    return _compiled_curvature(problem)(jnp.asarray(xs), jnp.asarray(us), jnp.asarray(Vxx),
+                                        params)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_curvature(problem: Problem):
+    """control_curvature's program, compiled once per problem (refresh calls it every
+    iteration)."""
     steps = jnp.arange(problem.horizon)
 
     def at(x, u, t, V, p):
@@ -232,7 +241,7 @@ def control_curvature(problem: Problem, xs, us, Vxx, params) -> jax.Array:
     def one(x, u, V, p):
         return jnp.mean(jax.vmap(at, in_axes=(0, 0, 0, 0, None))(x[:-1], u, steps, V[1:], p))
 
-    return jax.jit(jax.vmap(one))(jnp.asarray(xs), jnp.asarray(us), jnp.asarray(Vxx), params)
+    return jax.jit(jax.vmap(one))
 
 
 def _fill_unusable(curvature: np.ndarray, usable: np.ndarray) -> np.ndarray:

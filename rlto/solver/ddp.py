@@ -571,7 +571,8 @@ def solve(
     """Solve n instances of `problem` at once.
 
     problem: the OCP family. params: dict of arrays with leading dimension n (problem.sample).
-    init: None (zero controls, clipped to the bounds), controls us (n, T, nu) (rolled out from x0),
+    init: None (the problem's initial_controls, zero controls where it has none; clipped to the
+        bounds), controls us (n, T, nu) (rolled out from x0),
         or a tuple (xs (n, T+1, nx), us (n, T, nu)); states need not be dynamically consistent.
     max_iter: DDP iterations per instance (per augmented-Lagrangian outer iteration).
     tol: convergence threshold on the expected cost decrease (crocoddyl's th_stop).
@@ -679,8 +680,7 @@ def _initial_guess(problem: Problem, params, init, n: int):
     """(xs (n, T+1, nx), us (n, T, nu), feasible (n,) bool) from the `init` argument."""
     T, nx, nu = problem.horizon, problem.nx, problem.nu
     if init is None:
-        us = jnp.broadcast_to(jnp.clip(jnp.zeros(nu), problem.u_lower, problem.u_upper), (n, T, nu))
-        init = us
+        init = default_controls(problem, params, n)
     if isinstance(init, tuple | list):
         if len(init) != 2:
             raise ProblemError("init must be None, controls us (n, T, nu), or a tuple (xs, us).")
@@ -702,6 +702,21 @@ def _initial_guess(problem: Problem, params, init, n: int):
         # A rollout is dynamically consistent: start feasible, so the box-QP is used at once.
         xs = _compiled_rollout(problem)(us, params)
     return xs, us, feasible
+
+
+def default_controls(problem: Problem, params, n: int) -> jax.Array:
+    """The controls (n, T, nu) a solve starts from without a warm start: the problem's
+    initial_controls(params) per instance, or zeros; clipped to the bounds."""
+    if problem.initial_controls is None:
+        us = jnp.zeros((n, problem.horizon, problem.nu))
+    else:
+        us = _compiled_initial_controls(problem)(params)
+    return jnp.clip(us, problem.u_lower, problem.u_upper)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_initial_controls(problem: Problem):
+    return jax.jit(jax.vmap(problem.initial_controls))
 
 
 def _check_shape(what: str, shape, expected) -> None:
