@@ -145,8 +145,10 @@ def add_solve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instances are problem.sample(jax.random.key(SEED), N); --init random "
                              "draws from fold_in(key, 1) (default 0)")
     parser.add_argument("--init", choices=("zero", "random"), default="zero",
-                        help="warm start: zero controls, or controls uniform within the bounds "
-                             "(within ±1 where a bound is infinite) (default zero)")
+                        help="warm start: the problem's default controls (zero, or its "
+                             "initial_controls: gravity compensation on ur5), or controls uniform "
+                             "within the bounds (within ±1 where a bound is infinite) "
+                             "(default zero)")
     parser.add_argument("--max-iter", type=_positive_int, default=200,
                         help="DDP iterations per instance at most (default 200)")
     parser.add_argument("--tol", type=float, default=1e-6,
@@ -480,9 +482,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _warm_start_figures(problem, policy, params, run_dir: Path, max_iter: int) -> dict:
     """Seed 002's Figs. 7 and 6 for a run: TO of the test set from the policy's rollout and from
-    zero controls; the iteration counts' box plots, and one instance's policy rollout and two TO
-    solutions (the instance whose two TO costs differ most: the policy's warm start changed the
-    local minimum, as in the paper). Writes warmstart.json; returns its summary numbers."""
+    the problem's default start (zero controls or its initial_controls); the iteration counts'
+    box plots, and one instance's policy rollout and two TO solutions (the instance whose two TO
+    costs differ most: the policy's warm start changed the local minimum, as in the paper).
+    Writes warmstart.json; returns its summary numbers."""
     import numpy as np
 
     from rlto import plots
@@ -491,10 +494,11 @@ def _warm_start_figures(problem, policy, params, run_dir: Path, max_iter: int) -
     tol = 1e-6
     rollout, from_policy, from_zero = warm_start_pair(problem, policy, params, tol, max_iter)
     numbers = warm_start_numbers(rollout[2], from_policy, from_zero, tol, max_iter)
+    default = "zero controls" if problem.initial_controls is None else "its initial_controls"
     (run_dir / "warmstart.json").write_text(json.dumps(to_jsonable(numbers), indent=2))
     plots.plot_cost_distributions(
         {"TO from the policy": from_policy.iterations,
-         "TO from zero controls": from_zero.iterations},
+         f"TO from {default}": from_zero.iterations},
         run_dir / "warmstart_iterations.png", ylabel="TO iterations",
         title=f"{problem.name}: warm-starting TO with the policy (seed 002, Fig. 7)")
     spread = np.abs(from_policy.cost - from_zero.cost) / np.maximum(np.abs(from_zero.cost), 1e-12)
@@ -503,7 +507,7 @@ def _warm_start_figures(problem, policy, params, run_dir: Path, max_iter: int) -
         problem, {k: np.asarray(v)[i] for k, v in params.items()},
         {"policy rollout": (rollout[0][i], rollout[1][i]),
          "TO warm-started by the policy": (from_policy.xs[i], from_policy.us[i]),
-         "TO from zero controls": (from_zero.xs[i], from_zero.us[i])},
+         f"TO from {default}": (from_zero.xs[i], from_zero.us[i])},
         run_dir / "policy_vs_to.png")
     return {f"warmstart_{k}": numbers[k] for k in (
         "iterations_policy_median", "iterations_policy_max", "iterations_zero_median",
