@@ -446,11 +446,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a run directory written by `rlto train`")
     parser.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     parser.add_argument("--warmstart", action="store_true",
-                        help="also solve the test set warm-started by the policy and from zero "
-                             "controls (seed 002, Figs. 6 and 7): prints TO iterations and "
-                             "costs, writes RUN/warmstart.json, warmstart_iterations.png and "
-                             "policy_vs_to.png")
-    parser.add_argument("--max-iter", type=int, default=200,
+                        help="also solve the test set warm-started by the policy and from the "
+                             "problem's default start (seed 002, Figs. 6 and 7); writes "
+                             "RUN/warmstart.json, warmstart_iterations.png, policy_vs_to.png")
+    parser.add_argument("--max-iter", type=_positive_int, default=200,
                         help="DDP iterations per solve of --warmstart (default 200)")
 
 
