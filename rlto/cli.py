@@ -501,7 +501,7 @@ def _warm_start_figures(problem, policy, params, run_dir: Path, max_iter: int) -
         run_dir / "warmstart_iterations.png", ylabel="TO iterations",
         title=f"{problem.name}: warm-starting TO with the policy (seed 002, Fig. 7)")
     spread = np.abs(from_policy.cost - from_zero.cost) / np.maximum(np.abs(from_zero.cost), 1e-12)
-    i = int(np.nanargmax(np.where(np.isfinite(spread), spread, -1.0)))
+    i = int(np.argmax(np.where(np.isfinite(spread), spread, -1.0)))
     plots.plot_policy_and_to(
         problem, {k: np.asarray(v)[i] for k, v in params.items()},
         {"policy rollout": (rollout[0][i], rollout[1][i]),

@@ -603,7 +603,8 @@ def warm_start_pair(
     problem: Problem, policy: Policy, params, tol: float = 1e-6, max_iter: int = 200
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], Result, Result]:
     """The policy's rollout (xs, us, cost) of `params`, and the TO solutions warm-started by its
-    controls and by zero controls (seed 002's Figs. 6 and 7)."""
+    controls and from the problem's default start, `init=None` (zero controls or its
+    initial_controls; seed 002's Figs. 6 and 7)."""
     rollout = policy_rollout(problem, policy, params)
     from_policy = solve(problem, params, init=rollout[1], max_iter=max_iter, tol=tol)
     from_zero = solve(problem, params, init=None, max_iter=max_iter, tol=tol)

@@ -473,7 +473,8 @@ def plot_policy_and_to(
     params: one instance's parameters (no leading batch dim).
     trajectories: label -> (xs (T+1, nx), us (T, nu)), drawn top to bottom in this order.
     """
-    one = {key: np.asarray(value)[None] for key, value in params.items()}
+    params = {key: np.asarray(value) for key, value in params.items()}
+    one = {key: value[None] for key, value in params.items()}  # a batch of one, for p and p*
     rows = len(trajectories)
     fig = Figure(figsize=(12, 3.6 * rows + 0.4), layout="constrained")
     t_states = problem.dt * np.arange(problem.horizon + 1)
@@ -483,7 +484,7 @@ def plot_policy_and_to(
     for row, (label, (xs, us)) in enumerate(trajectories.items()):
         xs = np.asarray(xs, dtype=np.float64)
         us = np.asarray(us, dtype=np.float64)
-        cost = float(problem.trajectory_cost(xs, us, jax.tree.map(lambda v: v[0], one)))
+        cost = float(problem.trajectory_cost(xs, us, params))
         title = f"{label}: cost {cost:.5g}"
         if task_space:
             positions = _positions(problem, xs[None], one)
