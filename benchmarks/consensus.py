@@ -6,7 +6,8 @@ gap (percent) against simulator calls and against training wall seconds; on a co
 grid each seed's curve is read step-wise (the last evaluation at or before the grid value, NaN
 before its first evaluation), and the median and interquartile band over seeds are plotted. Then
 seed 0's final policy of each variant warm-starts the TO solver on the test set (Fig. 7:
-iterations from the policy's rollout vs from zero controls).
+iterations from the policy's rollout vs from the problem's default start: zero controls, or its
+initial_controls).
 
 Variant names are those of `rlto compare` (rlto.compare.GRAMMAR, which also gives this script
 its curves and plots): an algorithm, then any of these suffix tokens (each at most once, where
@@ -64,6 +65,7 @@ from rlto.compare import (  # noqa: E402  the grammar, curves and plots rlto com
     machine,
     parse_variants,
     precision_record,
+    precision_text,
     pyplot,
     read_curve,
     run_options,
@@ -227,13 +229,14 @@ def table_rows(result: Mapping[str, Any]) -> list[list[str]]:
                                       f"max {w['iterations_policy_max']}")
         failed = f" ({len(v['errors'])} failed)" if v["errors"] else ""
         rows.append([name + failed, f"{fmt(g['median'])} [{fmt(g['q25'])}, {fmt(g['q75'])}]",
-                     within_text(v), *reach, f"{v['wall_seconds_median']:.1f}", fig7])
+                     within_text(v), precision_text(v), *reach, f"{v['wall_seconds_median']:.1f}",
+                     fig7])
     return rows
 
 
 TABLE_HEADER = ["variant", "final gap % median [IQR]", "within 1% of J* % median [IQR]",
-                "sim calls to 1%", "sim calls to 10%", "wall s",
-                "Fig. 7: median it. policy / zero, max policy"]
+                "precision m median [IQR]", "sim calls to 1%", "sim calls to 10%", "wall s",
+                "Fig. 7: median it. policy / default start, max policy"]
 
 
 def write_markdown(path: Path, result: Mapping[str, Any]) -> None:
@@ -256,7 +259,10 @@ def write_markdown(path: Path, result: Mapping[str, Any]) -> None:
         "there). Wall s: median training wall seconds (steps only, not evaluations"
         + ("; JIT compilation excluded by a warm-up iteration" if s["warmup"]
            else "; includes JIT compilation of the first run") + "). "
-        "Fig. 7: TO iterations on the test set from seed 0's policy rollout vs zero controls.",
+        "Precision: the median over test instances of the final task-space distance "
+        "||p - p*|| (m; '-' without a task space), median and IQR over seeds (seed 002's Fig. 2). "
+        "Fig. 7: TO iterations on the test set from seed 0's policy rollout vs the problem's "
+        "default start (zero controls, or its initial_controls).",
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",
         "|" + "---|" * len(TABLE_HEADER),
@@ -280,7 +286,7 @@ def warm_start_lines(result: Mapping[str, Any]) -> list[str]:
     lines = ["", "Fig. 7 in full (seed 0's policy; TO tol and max_iter as in the JSON): "
                  "iterations median / max, mean final cost, share of instances where the "
                  "policy's warm start needs fewer iterations / reaches a lower cost.", "",
-             "| variant | n | it. policy | it. zero | cost policy | cost zero | fewer it. "
+             "| variant | n | it. policy | it. default | cost policy | cost default | fewer it. "
              "| lower cost |", "|---|---|---|---|---|---|---|---|"]
     for name, w in studies.items():
         lines.append(
@@ -294,7 +300,7 @@ def warm_start_lines(result: Mapping[str, Any]) -> list[str]:
 
 
 def write_warmstart_plot(path: Path, result: Mapping[str, Any]) -> None:
-    """Box plots of TO iterations from seed 0's policy vs from zero controls, per variant."""
+    """Box plots of TO iterations from seed 0's policy vs from the problem's default start."""
     plt = pyplot()
     studies = {n: v["warm_start"] for n, v in result["variants"].items() if "warm_start" in v}
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(studies) + 2), 4.5))
@@ -308,7 +314,7 @@ def write_warmstart_plot(path: Path, result: Mapping[str, Any]) -> None:
     ax.set_xlim(-0.6, max(len(studies), 1) - 0.4)
     ax.set_ylabel("TO iterations to converge")
     ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.5) for c in ("C0", "C1")],
-              labels=["warm start: seed 0's policy rollout", "zero controls"], fontsize=8,
+              labels=["warm start: seed 0's policy rollout", "default start"], fontsize=8,
               loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     ax.set_title(f"{result['settings']['problem']}: warm-starting TO (seed 002, Fig. 7)")
     ax.grid(True, axis="y", alpha=0.3)

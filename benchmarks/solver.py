@@ -205,7 +205,7 @@ def write_markdown(path: Path, result: dict) -> None:
         f"(jax {m['jax']}, crocoddyl {m['crocoddyl']}, pinocchio {m['pinocchio']}); "
         f"load average {m['load_average_start'][0]:.1f} at start, "
         f"{m.get('load_average_end', [float('nan')])[0]:.1f} at end. "
-        "Warm start: the problem's default controls (zero; ur5: gravity compensation g(q0)). "
+        "Warm start: the problem's default controls (zero; ur5: a reach to the IK pose). "
         f"max_iter {s['max_iter']}, tol = th_stop = {s['tol']:g}. "
         "Same run, same instances.",
         "",
@@ -360,7 +360,7 @@ def main(argv=None) -> int:
             "croc_subset": args.croc_subset,
             "jax_subset": args.jax_subset,
             "seed": args.seed,
-            "warm_start": "default controls (zero; ur5: gravity compensation), states = rollout",
+            "warm_start": "default controls (zero; ur5: a reach to the IK pose), states = rollout",
             "crocoddyl_is_feasible": True,
             "quick": args.quick,
         },

@@ -146,8 +146,8 @@ def add_solve_arguments(parser: argparse.ArgumentParser) -> None:
                              "draws from fold_in(key, 1) (default 0)")
     parser.add_argument("--init", choices=("zero", "random"), default="zero",
                         help="warm start: the problem's default controls (zero, or its "
-                             "initial_controls: gravity compensation on ur5), or controls uniform "
-                             "within the bounds (within ±1 where a bound is infinite) "
+                             "initial_controls: a reach to the IK pose on ur5), or controls "
+                             "uniform within the bounds (within ±1 where a bound is infinite) "
                              "(default zero)")
     parser.add_argument("--max-iter", type=_positive_int, default=200,
                         help="DDP iterations per instance at most (default 200)")

@@ -236,10 +236,13 @@ def variant_curves(curves: Sequence[Mapping[str, np.ndarray]], x_key: str,
 
 def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Over seeds: final gap quartiles, median wall seconds and sim calls, crossings, and the
-    quartiles of the share within 1% of J* where every run has it (older JSON files do not)."""
+    quartiles of the share within 1% of J* and of the precision where every run has them
+    (older JSON files, and problems without a task space, do not)."""
     within = [r.get("final_within_1_percent") for r in runs]
+    precision = [r.get("final_precision") for r in runs]
     return {
         **({"within_1_percent": quartiles(within)} if None not in within else {}),
+        **({"final_precision": quartiles(precision)} if None not in precision else {}),
         "final_gap": quartiles([r["final_gap"] for r in runs]),
         "final_sim_calls_median": float(np.median([r["final_sim_calls"] for r in runs])),
         "wall_seconds_median": float(np.median([r["wall_seconds"] for r in runs])),
@@ -251,10 +254,12 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def run_record(seed: int, run_dir: str, curve: Mapping[str, np.ndarray],
                report=None) -> dict[str, Any]:
     """One (variant, seed): final numbers, crossings and the curve's points; with the final
-    evaluation `report`, also its share of instances within 1% of J* and median gap (percent)."""
+    evaluation `report`, also its share of instances within 1% of J*, median gap (percent) and
+    precision (median final task-space distance; None without a task space)."""
     final = {} if report is None else {
         "final_within_1_percent": 100.0 * report.within_1_percent,
         "final_median_gap": report.median_gap_percent,
+        "final_precision": None if math.isnan(report.precision) else report.precision,
     }
     return {
         **final,
@@ -496,6 +501,13 @@ def fmt(x: float | None, digits: int = 3) -> str:
 
 TABLE_HEADER = ["variant", "final gap % median [IQR]", "within 1% of J* % median [IQR]",
                 "sim calls to 1%", "sim calls to 10%", "final sim calls", "wall s"]
+
+
+def precision_text(summary: Mapping[str, Any]) -> str:
+    """A variant's precision in metres, "median [q25, q75]" over seeds, or "-" where it has
+    none (no task space, or runs that predate the measure)."""
+    p = summary.get("final_precision")
+    return "-" if p is None else f"{fmt(p['median'])} [{fmt(p['q25'])}, {fmt(p['q75'])}]"
 
 
 def within_text(summary: Mapping[str, Any]) -> str:

@@ -424,7 +424,8 @@ def plot_task_paths(
     xs: (n, T+1, nx) states; params: the instances' parameters (leading dim n).
     flags: (n,) bool per instance (e.g. within 1% of J*), drawn blue / red; None: all True.
     max_paths: at most this many instances are drawn; flagged-False ones are preferred, up to
-        half. The title gives the median final distance over all n.
+        half. The title gives the median final distance over all n, a diverged rollout's (NaN)
+        ranking as the farthest, as in `Report.precision`.
     """
     if problem.position is None or problem.target is None:
         raise ValueError(f"{problem.name} has no task space (position and target); "
@@ -454,7 +455,7 @@ def plot_task_paths(
     error_ax.grid(alpha=0.3)
     fig.suptitle(f"{problem.name}: {index.size} of {flags.size} instances shown, "
                  f"{flags.mean():.1%} {ok_label}, median final distance "
-                 f"{np.nanmedian(all_final):.3g} m")
+                 f"{np.median(np.where(np.isnan(all_final), np.inf, all_final)):.3g} m")
     _save(fig, path)
     return fig
 

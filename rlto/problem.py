@@ -84,8 +84,8 @@ class Problem:
     initial_controls: Callable[[dict], jax.Array] | None = None
     """u0(params) -> (T, nu): the controls a solve starts from when it is given no warm start
     (`rlto.solve(init=None)`, J*'s first start, PDDP's and Fig. 7's "zero" start). None: zero
-    controls. A robot's natural guess is gravity compensation, which holds the arm where it
-    starts; from zero torques it falls, and DDP settles in the basin of that fall."""
+    controls. DDP converges to a local optimum near its start, so a start in the right basin
+    matters: ur5's is a reach to the inverse-kinematics pose of its target."""
     config: Any = None
     """The factory's resolved settings (a frozen dataclass) for built-ins; written into run configs
     and read by reference models (e.g. crocoddyl's native pendulum)."""

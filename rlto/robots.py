@@ -346,6 +346,51 @@ class Robot:
         """World position of a named frame's origin: q (nv,) -> (3,)."""
         return self.frame_placement(q, frame)[1]
 
+    def inverse_kinematics(
+        self,
+        q0: jax.Array,
+        frame: str,
+        target: jax.Array,
+        iterations: int = 100,
+        damping: float = 1e-2,
+    ) -> jax.Array:
+        """Joint angles that put a frame's origin at a target: q0 (nv,), target (3,) -> q (nv,).
+
+        Damped least squares from q0, a fixed number of steps q += J'(J J' + damping I)^-1 e
+        with e = target - p(q) and J = dp/dq (3, nv), so it jits and vmaps. Each step is the
+        smallest joint motion (in the damped sense) that closes the error, which keeps q near
+        q0 on a redundant arm. An unreachable target gives the closest pose found; joint
+        position limits are not enforced. damping (m^2) trades step size for robustness near
+        singular poses.
+        """
+        q0 = self._check("q0", q0)
+        target = jnp.asarray(target, dtype=jnp.float64)
+        position = functools.partial(self.frame_position, frame=frame)
+
+        def damped_step(_, q):
+            jac = jax.jacfwd(position)(q)
+            error = target - position(q)
+            return q + jac.T @ jnp.linalg.solve(jac @ jac.T + damping * jnp.eye(3), error)
+
+        return jax.lax.fori_loop(0, iterations, damped_step, q0)
+
+    def path_torques(self, qs: jax.Array, v0: jax.Array, dt: float) -> jax.Array:
+        """Torques under which `step` follows a joint path exactly: qs (T+1, nv) starting at the
+        state's q, v0 (nv,) its velocity -> tau (T, nv).
+
+        Semi-implicit Euler's q+ = q + dt v+ fixes v_{t+1} = (q_{t+1} - q_t) / dt, hence
+        qdd_t = (v_{t+1} - v_t) / dt and tau_t = ID(q_t, v_t, qdd_t). Torque limits are not
+        applied: clip, and the path is no longer followed exactly.
+        """
+        qs = jnp.asarray(qs, dtype=jnp.float64)
+        if qs.ndim != 2 or qs.shape[1] != self.nv or qs.shape[0] < 2:
+            raise RobotError(
+                f"{self.name}: qs must have shape (T+1, {self.nv}) with T >= 1, got {qs.shape}."
+            )
+        vs = jnp.concatenate([self._check("v0", v0)[None], jnp.diff(qs, axis=0) / dt])
+        qdds = jnp.diff(vs, axis=0) / dt
+        return jax.vmap(self.inverse_dynamics)(qs[:-1], vs[:-1], qdds)
+
     def _frame(self, frame: str):
         if frame not in self.frames:
             import difflib

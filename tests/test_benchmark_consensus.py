@@ -60,6 +60,8 @@ def test_quick_benchmark_end_to_end(tmp_path):
             assert len(run["curve"]["sim_calls"]) == 2
             assert all(_finite(v) for v in run["curve"]["test_gap"])
             assert (Path(run["run_dir"]) / "metrics.csv").exists()
+            evaluation = json.loads((Path(run["run_dir"]) / "evaluation.json").read_text())
+            assert run["final_precision"] == evaluation["precision"]
         assert Path(entry["runs"][0]["run_dir"]) == (
             tmp_path / "runs" / "consensus-lqr" / name / "seed0")
         assert all(_finite(entry["final_gap"][k]) for k in ("median", "q25", "q75"))

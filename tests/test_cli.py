@@ -230,6 +230,12 @@ def test_plot_task_paths_draws_the_positions(tmp_path):
     target = np.asarray(jax.vmap(problem.target)(params))
     final = np.linalg.norm(expected[:, -1] - target, axis=-1)
     assert f"{np.median(final):.3g} m" in fig.texts[0].get_text()
+    # Diverged rollouts (NaN) rank as the farthest, as Report.precision ranks them: with three
+    # of five diverged the median is inf, where ignoring them would report a finite distance.
+    diverged = np.array(arrays["xs"], dtype=np.float64)
+    diverged[:3, -1] = np.nan
+    fig = plots.plot_task_paths(problem, diverged, params, arrays["converged"], max_paths=5)
+    assert "median final distance inf m" in fig.texts[0].get_text()
     oned = rlto.make("oned")
     with pytest.raises(ValueError, match="no task space"):
         plots.plot_task_paths(oned, np.zeros((1, oned.horizon + 1, 1)), oned.sample(

@@ -108,6 +108,20 @@ def test_within_column_reads_new_and_old_summaries():
     assert compare.within_text(compare.summarize_runs(runs)) == "-"
 
 
+def test_precision_column_over_seeds():
+    """The precision column: quartiles over seeds of each run's final precision, "-" where a
+    run has none (no task space: None; or recorded before the measure)."""
+    runs = [{"final_gap": 1.0, "final_sim_calls": 1.0, "wall_seconds": 1.0,
+             "sim_calls_to_gap": {"1": None, "10": None}, "final_precision": p}
+            for p in (0.004, 0.006, 0.012)]
+    summary = compare.summarize_runs(runs)
+    expected = {"median": 0.006, "q25": 0.005, "q75": 0.009}
+    assert summary["final_precision"] == pytest.approx(expected)
+    assert compare.precision_text(summary) == "0.006 [0.005, 0.009]"
+    runs[0]["final_precision"] = None
+    assert compare.precision_text(compare.summarize_runs(runs)) == "-"
+
+
 def test_common_options_go_to_the_algorithms_that_have_them():
     pddp, ppo = compare.parse_variants("pddp,ppo")
     common = {"hidden": (16, 16), "epochs": 2, "n_steps": 32}

@@ -465,3 +465,32 @@ def test_adam_fits_linear_feedback():
     before = float(loss(trained))
     after = float(loss(train(trained)))
     assert after < before / 100, (before, after)
+
+
+def test_sobolev_gain_cap_weighs_large_gains_relative(reach, policy):
+    """With sobolev_gain_cap c, a sample's gain error counts times min(1, c^2 / ||K||_F^2): a
+    gain c times larger than the cap weighs like its relative error at norm c; gains under the
+    cap keep the paper's term; a cap that is not positive is a clear error."""
+    from rlto.algorithms.common import LearningConfig, gain_matching_loss
+
+    params = reach.sample(jax.random.key(16), 4)
+    xs = params["x0"]
+    K = jax.random.normal(jax.random.key(17), (4, policy.nu, policy.nx))
+    K = K * jnp.asarray([1.0, 10.0, 100.0, 0.1])[:, None, None]
+    norms = np.linalg.norm(np.asarray(K), axis=(1, 2))
+    batch = {"x": xs, "K": K, "params": params}
+    cap = float(np.sort(norms)[1]) * 1.5  # above two of the gains, below the other two
+    key = jax.random.key(0)
+    for mode, term in (("full", lambda w: losses.sobolev_loss(policy, xs, K, params, w)),
+                       ("stochastic", lambda w: losses.stochastic_sobolev_loss(
+                           policy, xs, K, params, key, w))):
+        capped = LearningConfig(sobolev=mode, sobolev_gain_cap=cap)
+        expected = term(jnp.asarray(np.minimum(1.0, cap**2 / norms**2)))
+        got = gain_matching_loss(policy, batch, key, capped)
+        assert float(got) == pytest.approx(float(expected), rel=1e-10)
+        assert float(got) < float(term(None)) * 0.5  # the large gains were weighed down
+        loose = LearningConfig(sobolev=mode, sobolev_gain_cap=float(norms.max()) * 1.01)
+        assert float(gain_matching_loss(policy, batch, key, loose)) == pytest.approx(
+            float(term(None)), rel=1e-12)
+    with pytest.raises(rlto.ProblemError, match="sobolev_gain_cap must be positive"):
+        LearningConfig(sobolev_gain_cap=0.0)

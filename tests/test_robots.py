@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import rlto
+from rlto.problems.ur5 import HOME
 from rlto.robots import RobotError, load_robot
 
 pin = pytest.importorskip("pinocchio")
@@ -177,31 +178,91 @@ def test_ur5_problem_is_built_from_the_urdf():
     np.testing.assert_allclose(problem.running_cost(x, u, 0, one), expected, rtol=1e-12)
 
 
-def test_ur5_default_warm_start_is_pinocchio_gravity():
-    """ur5's initial_controls hold each instance's g(q0) (Pinocchio's generalized gravity) at
-    every step, and rlto.solve(init=None) starts from them: its first rollout is theirs."""
+def test_inverse_kinematics_reaches_pinocchio_positions():
+    """IK from a nearby pose puts the flange where Pinocchio's kinematics of a random pose put
+    it (a reachable target by construction), to 1e-9 m; from a pose already there it stays."""
+    robot = load_robot("ur5")
+    model = pin.buildModelFromUrdf(robot.urdf_path)
+    data = model.createData()
+    frame = model.getFrameId("tool0")
+    rng = np.random.default_rng(4)
+    q_true = np.asarray(HOME) + rng.uniform(-0.6, 0.6, (5, 6))
+    q0 = q_true + rng.uniform(-0.3, 0.3, (5, 6))
+    targets = []
+    for q in q_true:
+        pin.framesForwardKinematics(model, data, q)
+        targets.append(data.oMf[frame].translation.copy())
+    targets = np.asarray(targets)
+    ik = jax.jit(jax.vmap(lambda q, p: robot.inverse_kinematics(q, "tool0", p)))
+    q_ik = np.asarray(ik(q0, targets))
+    for q, target in zip(q_ik, targets, strict=True):
+        pin.framesForwardKinematics(model, data, q)
+        np.testing.assert_allclose(data.oMf[frame].translation, target, rtol=0, atol=1e-9)
+    assert np.abs(q_ik - q0).max() < 1.0  # stays near the start, not a far-away IK branch
+    np.testing.assert_allclose(ik(q_true, targets), q_true, rtol=0, atol=1e-12)
+
+
+def test_path_torques_make_the_euler_step_follow_the_path(pair):
+    """Stepping with path_torques(qs, v0) reproduces the joint path qs (forward dynamics
+    inverting inverse dynamics, two separate code paths); a malformed path is a clear error."""
+    robot, _, _ = pair
+    rng = np.random.default_rng(5)
+    horizon, dt = 30, 0.01
+    t = np.arange(horizon + 1)[:, None] * dt
+    qs = rng.uniform(-1, 1, robot.nv) + 0.5 * np.sin(3 * t + rng.uniform(0, 6, robot.nv))
+    v0 = rng.uniform(-1.0, 1.0, robot.nv)
+    taus = robot.path_torques(qs, v0, dt)
+    assert taus.shape == (horizon, robot.nv)
+    x = jnp.concatenate([jnp.asarray(qs[0]), jnp.asarray(v0)])
+    for k in range(horizon):
+        x = robot.step(x, taus[k], dt)
+        np.testing.assert_allclose(x[: robot.nv], qs[k + 1], rtol=0, atol=1e-9)
+    with pytest.raises(RobotError, match=r"qs must have shape \(T\+1, "):
+        robot.path_torques(qs[:, :1], v0, dt)
+
+
+def test_ur5_default_start_reaches_the_target_at_rest():
+    """ur5's initial_controls, the default start of every solve, move the flange onto the
+    target (Pinocchio's kinematics of the rolled-out final pose) and stop there, wherever
+    they stay within the torque limits; rlto.solve's default start is exactly them."""
     problem = rlto.make("ur5")
     robot = load_robot("ur5")
     model = pin.buildModelFromUrdf(robot.urdf_path)
     data = model.createData()
-    params = problem.sample(jax.random.key(2), 3)
-    for i in range(3):
-        one = {key: value[i] for key, value in params.items()}
-        us = np.asarray(problem.initial_controls(one))
-        gravity = pin.computeGeneralizedGravity(model, data, np.asarray(one["x0"][:6]))
-        assert us.shape == (problem.horizon, 6)
-        np.testing.assert_allclose(us, np.broadcast_to(gravity, us.shape), atol=1e-9)
+    frame = model.getFrameId("tool0")
+    params = problem.sample(jax.random.key(2), 6)
     from rlto.solver.ddp import default_controls
-    start = np.asarray(default_controls(problem, params, 3))
-    np.testing.assert_allclose(start[:, 0], [pin.computeGeneralizedGravity(
-        model, data, np.asarray(q)) for q in params["x0"][:, :6]], atol=1e-9)
+    starts = np.asarray(default_controls(problem, params, 6))
+    guesses = np.asarray(jax.jit(jax.vmap(problem.initial_controls))(params))
+
+    @jax.jit
+    def final_state(us, one):
+        step = lambda x, u: (problem.dynamics(x, u, 0, one), None)  # noqa: E731
+        return jax.lax.scan(step, one["x0"], us)[0]
+
+    followed = 0
+    for i in range(6):
+        one = {key: value[i] for key, value in params.items()}
+        us = guesses[i]
+        clipped = np.clip(us, problem.u_lower, problem.u_upper)
+        np.testing.assert_allclose(starts[i], clipped, atol=1e-9)
+        if np.any(np.abs(us) > problem.u_upper):
+            continue  # clipped: the path is not followed exactly
+        followed += 1
+        x = final_state(jnp.asarray(us), one)
+        pin.framesForwardKinematics(model, data, np.asarray(x[:6]))
+        np.testing.assert_allclose(data.oMf[frame].translation, one["target"], atol=1e-8)
+        np.testing.assert_allclose(x[6:], 0.0, atol=1e-8)
+    assert followed >= 3
 
 
 @pytest.mark.slow  # about 70 s, mostly compiling the solver for the UR5 model
 def test_ur5_solve_reaches_the_target():
-    """TO from gravity compensation (the default start) converges and ends within 2 mm of the
+    """TO from the default start (a reach to the IK pose) converges and ends within 2 mm of the
     target, nearly at rest: with w_pos_terminal = 1e4 a 2 mm miss costs 0.02, small against the
-    optimum's cost of order 1-10, so a converged solution has no reason to stop farther away."""
+    optimum's cost of about 0.4, so a converged solution has no reason to stop farther away. Its
+    joints stay within the URDF's velocity limits, which the OCP does not impose: the start
+    leads to smooth optima, not the swings DDP settled in from gravity compensation."""
     problem = rlto.make("ur5")
     params = problem.sample(jax.random.key(1), 4)
     result = rlto.solve(problem, params)
@@ -211,6 +272,7 @@ def test_ur5_solve_reaches_the_target():
     assert error.max() < 2e-3, error
     assert np.abs(result.xs[:, -1, 6:]).max() < 0.1
     assert np.all(np.abs(result.us) <= problem.u_upper + 1e-9)
+    assert np.all(np.abs(result.xs[..., 6:]) < load_robot("ur5").velocity_limit)
 
 
 def test_dynamics_benchmark_smoke(tmp_path):
