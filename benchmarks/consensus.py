@@ -67,6 +67,7 @@ from rlto.compare import (  # noqa: E402  the grammar, curves and plots rlto com
     precision_record,
     precision_text,
     pyplot,
+    quartiles_text,
     read_curve,
     run_options,
     run_record,
@@ -220,7 +221,6 @@ def table_rows(result: Mapping[str, Any]) -> list[list[str]]:
         if not v["runs"]:
             rows.append([name, "failed"] + ["-"] * (len(TABLE_HEADER) - 2))
             continue
-        g = v["final_gap"]
         reach = [fmt(c, 3) if c is not None else "not reached"
                  for c in (v["sim_calls_to_gap"][f"{t:g}"] for t in THRESHOLDS)]
         w = v.get("warm_start")
@@ -228,7 +228,7 @@ def table_rows(result: Mapping[str, Any]) -> list[list[str]]:
                                       f"{w['iterations_zero_median']:g}, "
                                       f"max {w['iterations_policy_max']}")
         failed = f" ({len(v['errors'])} failed)" if v["errors"] else ""
-        rows.append([name + failed, f"{fmt(g['median'])} [{fmt(g['q25'])}, {fmt(g['q75'])}]",
+        rows.append([name + failed, quartiles_text(v["final_gap"]),
                      within_text(v), precision_text(v), *reach, f"{v['wall_seconds_median']:.1f}",
                      fig7])
     return rows

@@ -503,11 +503,16 @@ TABLE_HEADER = ["variant", "final gap % median [IQR]", "within 1% of J* % median
                 "sim calls to 1%", "sim calls to 10%", "final sim calls", "wall s"]
 
 
+def quartiles_text(q: Mapping[str, float]) -> str:
+    """A `quartiles` summary as "median [q25, q75]", 3 significant digits each."""
+    return f"{fmt(q['median'])} [{fmt(q['q25'])}, {fmt(q['q75'])}]"
+
+
 def precision_text(summary: Mapping[str, Any]) -> str:
     """A variant's precision in metres, "median [q25, q75]" over seeds, or "-" where it has
     none (no task space, or runs that predate the measure)."""
     p = summary.get("final_precision")
-    return "-" if p is None else f"{fmt(p['median'])} [{fmt(p['q25'])}, {fmt(p['q75'])}]"
+    return "-" if p is None else quartiles_text(p)
 
 
 def within_text(summary: Mapping[str, Any]) -> str:
@@ -525,10 +530,9 @@ def table_rows(result: Mapping[str, Any]) -> list[list[str]]:
         if not v["runs"]:
             rows.append([name + failed, "failed"] + ["-"] * (len(TABLE_HEADER) - 2))
             continue
-        g = v["final_gap"]
         reach = [fmt(c, 3) if c is not None else "not reached"
                  for c in (v["sim_calls_to_gap"][f"{t:g}"] for t in THRESHOLDS)]
-        rows.append([name + failed, f"{fmt(g['median'])} [{fmt(g['q25'])}, {fmt(g['q75'])}]",
+        rows.append([name + failed, quartiles_text(v["final_gap"]),
                      within_text(v), *reach, fmt(v["final_sim_calls_median"]),
                      f"{v['wall_seconds_median']:.1f}"])
     return rows

@@ -234,11 +234,7 @@ def test_ur5_default_start_reaches_the_target_at_rest():
     from rlto.solver.ddp import default_controls
     starts = np.asarray(default_controls(problem, params, 6))
     guesses = np.asarray(jax.jit(jax.vmap(problem.initial_controls))(params))
-
-    @jax.jit
-    def final_state(us, one):
-        step = lambda x, u: (problem.dynamics(x, u, 0, one), None)  # noqa: E731
-        return jax.lax.scan(step, one["x0"], us)[0]
+    rollout = jax.jit(problem.rollout)
 
     followed = 0
     for i in range(6):
@@ -249,7 +245,7 @@ def test_ur5_default_start_reaches_the_target_at_rest():
         if np.any(np.abs(us) > problem.u_upper):
             continue  # clipped: the path is not followed exactly
         followed += 1
-        x = final_state(jnp.asarray(us), one)
+        x = rollout(jnp.asarray(us), one)[-1]
         pin.framesForwardKinematics(model, data, np.asarray(x[:6]))
         np.testing.assert_allclose(data.oMf[frame].translation, one["target"], atol=1e-8)
         np.testing.assert_allclose(x[6:], 0.0, atol=1e-8)
