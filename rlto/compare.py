@@ -275,6 +275,116 @@ def run_record(seed: int, run_dir: str, curve: Mapping[str, np.ndarray],
     }
 
 
+MODEL_FREE = ("ppo", "sac", "td3", "ddpg")
+"""Algorithms that learn from rewards alone (the stable-baselines3 baselines): the references of
+the sample-efficiency ratios (seed 002, Figs. 2-3)."""
+
+
+def _curve(run: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A run record's (sim_calls, test_gap) arrays."""
+    return (np.asarray(run["curve"]["sim_calls"], dtype=np.float64),
+            np.asarray(run["curve"]["test_gap"], dtype=np.float64))
+
+
+def baseline_reach(baseline_runs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """A baseline's final gap and what it cost: gap = median over seeds of the final test gap
+    (percent); calls = median over seeds of the simulator calls at the first evaluation with
+    gap <= that median, a seed that never got there counting its whole run (its final calls,
+    which favours the baseline)."""
+    gap = float(np.median([r["final_gap"] for r in baseline_runs]))
+    calls = []
+    for run in baseline_runs:
+        x, y = _curve(run)
+        reached = first_reach(x, y, gap)
+        calls.append(float(x[-1]) if reached is None else reached)
+    return {"gap": gap, "calls": float(np.median(calls))}
+
+
+def best_gap_within(runs: Sequence[Mapping[str, Any]], calls: float) -> float | None:
+    """Median over seeds of the lowest test gap each run reached within its first `calls`
+    simulator calls (a run that stopped earlier: over its whole run); None when some run had no
+    evaluation by then."""
+    best = []
+    for run in runs:
+        x, y = _curve(run)
+        if not (x <= calls).any():
+            return None
+        best.append(float(np.nanmin(np.where(x <= calls, y, np.inf))))
+    return float(np.median(best))
+
+
+def efficiency_against(baseline_runs: Sequence[Mapping[str, Any]],
+                       runs: Sequence[Mapping[str, Any]], factor: float = 10.0) -> dict[str, Any]:
+    """How a variant's runs compare with a model-free baseline's (seed 002, Figs. 2-3).
+
+    Efficiency (Fig. 3): baseline_gap and baseline_calls, the baseline's final gap and the calls
+    it took (`baseline_reach`); calls, the median over the variant's seeds of the calls at its
+    first evaluation with gap <= baseline_gap (None when some seed never got there); ratio =
+    baseline_calls / calls (10: the same gap with 10x fewer simulator calls).
+    Precision (Fig. 2): baseline_best, the median over seeds of the lowest gap the baseline
+    reached in its whole run of baseline_final_calls (median); best_within, the variant's
+    (`best_gap_within`) within baseline_final_calls / factor: below baseline_best, the variant
+    reached a gap the baseline did not reach with `factor` times its budget."""
+    reach = baseline_reach(baseline_runs)
+    calls = median_reach([first_reach(*_curve(r), reach["gap"]) for r in runs])
+    baseline_final = float(np.median([r["final_sim_calls"] for r in baseline_runs]))
+    return {
+        "baseline_gap": reach["gap"],
+        "baseline_calls": reach["calls"],
+        "calls": calls,
+        "ratio": None if calls is None else reach["calls"] / max(calls, 1.0),
+        "baseline_best": float(np.median([np.nanmin(_curve(r)[1]) for r in baseline_runs])),
+        "baseline_final_calls": baseline_final,
+        "factor": float(factor),
+        "best_within": best_gap_within(runs, baseline_final / factor),
+    }
+
+
+def efficiency_table(variants: Mapping[str, Mapping[str, Any]], factor: float = 10.0
+                     ) -> list[dict[str, Any]]:
+    """`efficiency_against` for every (model-free variant, other variant) pair with runs: a list
+    of dicts with the two names added ("baseline", "variant"); empty without both kinds."""
+    baselines = [n for n, v in variants.items() if v["algo"] in MODEL_FREE and v["runs"]]
+    others = [n for n, v in variants.items() if v["algo"] not in MODEL_FREE and v["runs"]]
+    return [{"baseline": b, "variant": m,
+             **efficiency_against(variants[b]["runs"], variants[m]["runs"], factor)}
+            for b in baselines for m in others]
+
+
+EFFICIENCY_HEADER = ["variant", "baseline", "baseline final gap %", "baseline calls to it",
+                     "variant calls to it", "ratio", "baseline best gap % (its calls)",
+                     "variant best gap % within a tenth of them"]
+
+
+def efficiency_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The efficiency table as markdown lines (empty for no rows)."""
+    if not rows:
+        return []
+    lines = [
+        "Against the model-free baselines (seed 002, Figs. 2-3): the baseline's final gap "
+        "(median over seeds) and the simulator calls it took (median over seeds of its first "
+        "evaluation at or below it; a seed that never got there counts its whole run); the "
+        "variant's calls to the same gap (median over seeds; 'not reached' if some seed never "
+        "got there) and the ratio of the two (10: the baseline's gap with 10x fewer calls); "
+        "the lowest gap the baseline reached in its whole run (median over seeds; its final "
+        "calls, median) and the variant's lowest gap within a tenth of those calls (median over "
+        "seeds; '-': some seed had no evaluation by then): below the baseline's, the variant "
+        "reached a gap the baseline did not reach with 10x its budget.",
+        "",
+        "| " + " | ".join(EFFICIENCY_HEADER) + " |",
+        "|" + "---|" * len(EFFICIENCY_HEADER),
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["variant"], r["baseline"], fmt(r["baseline_gap"]), fmt(r["baseline_calls"]),
+            "not reached" if r["calls"] is None else fmt(r["calls"]),
+            "-" if r["ratio"] is None else f"{r['ratio']:.3g}x",
+            f"{fmt(r['baseline_best'])} ({fmt(r['baseline_final_calls'])})",
+            fmt(r["best_within"]),
+        ]) + " |")
+    return lines
+
+
 def precision_record(report) -> dict[str, Any]:
     """Per test instance of an evaluation Report: relative cost gap (J_pi - J*) / |J*| and final
     task-space error (None without a task space), for the precision figure (seed 002, Fig. 2)."""
@@ -572,6 +682,9 @@ def markdown(result: Mapping[str, Any]) -> str:
         "|" + "---|" * len(TABLE_HEADER),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
+    efficiency = efficiency_lines(efficiency_table(result["variants"]))
+    if efficiency:
+        lines += ["", *efficiency]
     errors = [(n, e) for n, v in result["variants"].items() for e in v["errors"]]
     if errors:
         lines += ["", "Failed runs:", ""]

@@ -6,7 +6,7 @@ All functions are pure and batched. States xs have shape (m, nx), or any leading
 `rlto.nets.broadcast_params`); only the policy's conditioning keys are read. Every mean is over
 all samples (all leading axes).
 
-    regression          eq. 7:  mean 1/2 ||u - pi(x)||^2
+    regression          eq. 7:  mean 1/2 ||u - pi(x)||^2 (optionally weighted per control)
     Sobolev             eq. 8:  mean 1/2 ||K - d pi/dx (x)||_F^2
     stochastic Sobolev  sec. III: mean nu/2 ||v'K - d(v'pi)/dx (x)||^2, v uniform on the sphere
     consensus penalty   eqs. 12-13: lam'(u - pi) + mu/2 ||u - pi||^2, per sample
@@ -30,17 +30,22 @@ Params = Mapping[str, jax.Array] | None
 
 
 def regression_loss(policy: Policy, xs: jax.Array, us: jax.Array, params: Params,
-                    weights: jax.Array | None = None) -> jax.Array:
+                    weights: jax.Array | None = None, control_weights: jax.Array | None = None
+                    ) -> jax.Array:
     """Eq. 7 as a mean: xs (m, nx), us (m, nu), params dict of (m, ...) -> scalar.
 
     mean_i 1/2 ||us_i - pi(xs_i, params_i)||^2 (the paper's sum divided by the sample count).
     weights (m,), optional: each sample's term times w_i, still divided by the sample count
     (zero-weight rows, e.g. a replay buffer's empty slots, then only shrink the step).
+    control_weights (m, nu) or (nu,), optional: each control's squared error times its weight,
+    sum_j c_ij (u_ij - pi_j)^2 (e.g. by the authority of each control, `control_authority`).
     """
     us = jnp.asarray(us)
     _check_trailing(us, policy.nu, "us")
-    pred = apply_policy(policy, xs, params)
-    return 0.5 * _mean(jnp.sum((us - pred) ** 2, axis=-1), weights)
+    squared = (us - apply_policy(policy, xs, params)) ** 2
+    if control_weights is not None:
+        squared = squared * jnp.asarray(control_weights)
+    return 0.5 * _mean(jnp.sum(squared, axis=-1), weights)
 
 
 def policy_jacobian(policy: Policy, xs: jax.Array, params: Params) -> jax.Array:

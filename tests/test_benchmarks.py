@@ -33,3 +33,58 @@ def test_solver_benchmark_quick(tmp_path):
             assert key in entry
     assert (tmp_path / "solver.md").read_text().startswith("#")
     assert (tmp_path / "solver.png").stat().st_size > 0
+
+
+def _comparison(problem: str, name: str, algo: str, curves) -> dict:
+    """A minimal `rlto compare` result: one variant with a run per curve (calls, gaps)."""
+    import numpy as np
+
+    from rlto import compare
+
+    runs = [compare.run_record(seed, f"runs/{name}/seed{seed}", {
+        "iteration": np.arange(1.0, len(calls) + 1), "sim_calls": np.asarray(calls, float),
+        "wall_seconds": np.arange(1.0, len(calls) + 1), "test_gap": np.asarray(gaps, float)})
+        for seed, (calls, gaps) in enumerate(curves)]
+    entry = {"algo": algo, "options": {}, "runs": runs, "errors": [],
+             **compare.summarize_runs(runs)}
+    return {"settings": {"problem": problem, "seeds": len(runs), "seconds": None,
+                         "iterations": None, "max_sim_calls": curves[0][0][-1],
+                         "command_line": f"rlto compare {problem} --algos {name}"},
+            "machine": {"cpu_count": 2, "jax_device": "cpu:cpu", "date": "today"},
+            "variants": {name: entry}}
+
+
+def test_efficiency_benchmark_merges_comparisons(tmp_path):
+    """benchmarks/efficiency.py merges comparisons with their own budgets into one table with
+    the ratios of rlto.compare.efficiency_table, and refuses mixed problems or a variant twice."""
+    ppo = _comparison("lqr", "ppo", "ppo", [([1e4, 1e5, 1e6], [50.0, 8.0, 2.0]),
+                                            ([1e4, 1e5, 1e6], [40.0, 3.0, 3.0])])
+    pddp = _comparison("lqr", "pddp+s", "pddp", [([2e3, 2e4], [90.0, 0.5])])
+    files = []
+    for name, result in (("ppo", ppo), ("pddp", pddp), ("other", {
+            **pddp, "settings": {**pddp["settings"], "problem": "pendulum"}})):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps(result))
+    script = [sys.executable, str(ROOT / "benchmarks" / "efficiency.py")]
+    proc = subprocess.run([*script, str(files[0]), str(files[1]), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    merged = json.loads((tmp_path / "efficiency_lqr.json").read_text())
+    (row,) = merged["efficiency"]
+    # PPO: median final gap 2.5%, first reached at 1e6 by one seed, never by the other (1e6).
+    assert (row["baseline"], row["variant"], row["baseline_gap"]) == ("ppo", "pddp+s", 2.5)
+    assert row["calls"] == 2e4 and row["ratio"] == 50.0
+    assert "| pddp+s | ppo | 2.5 | 1e+06 | 2e+04 | 50x |" in (
+        tmp_path / "efficiency_lqr.md").read_text()
+    assert (tmp_path / "efficiency_lqr.png").stat().st_size > 0
+    # The same variant twice, told apart by a suffix.
+    proc = subprocess.run([*script, str(files[0]), str(files[1]), f"{files[1]}:n8",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    merged = json.loads((tmp_path / "efficiency_lqr.json").read_text())
+    assert list(merged["variants"]) == ["ppo", "pddp+s", "pddp+s n8"]
+    for bad in ([files[0], files[2]], [files[1], files[1]]):
+        proc = subprocess.run([*script, *map(str, bad), "--out", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert proc.returncode == 2 and "error" in proc.stderr, proc.stderr

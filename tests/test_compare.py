@@ -122,6 +122,40 @@ def test_precision_column_over_seeds():
     assert compare.precision_text(compare.summarize_runs(runs)) == "-"
 
 
+def _run(calls, gaps):
+    return {"final_gap": gaps[-1], "final_sim_calls": calls[-1],
+            "curve": {"sim_calls": list(calls), "test_gap": list(gaps)}}
+
+
+def test_efficiency_against_a_baseline_by_hand():
+    """Seed 002's comparison: the calls a variant needs for a model-free baseline's final gap,
+    and the baseline's best gap within 10x the variant's calls, worked out by hand."""
+    ppo = [_run([1e4, 1e5, 1e6], [50.0, 8.0, 2.0]),    # reaches its median 3% only at 1e6
+           _run([1e4, 1e5, 1e6], [40.0, 3.0, 3.0]),    # at 1e5
+           _run([1e4, 1e5, 1e6], [30.0, 10.0, 4.0])]   # never: counts its 1e6
+    reach = compare.baseline_reach(ppo)
+    assert reach == {"gap": 3.0, "calls": 1e6}
+    pddp = [_run([2e3, 2e4, 5e4], [90.0, 2.5, 0.1]),   # first <= 3% at 2e4
+            _run([2e3, 2e4, 5e4], [90.0, 5.0, 0.2])]   # at 5e4
+    row = compare.efficiency_against(ppo, pddp)
+    assert row["calls"] == 3.5e4 and row["ratio"] == pytest.approx(1e6 / 3.5e4)
+    # PPO's best over its 1e6 calls: 2, 3, 4 -> 3; PDDP's within 1e5: 0.1, 0.2 -> 0.15.
+    assert row["baseline_best"] == 3.0 and row["baseline_final_calls"] == 1e6
+    assert row["best_within"] == pytest.approx(0.15)
+    # A variant that never gets there, nor evaluates within a tenth of PPO's calls.
+    slow = [_run([2e5, 1e6], [50.0, 20.0])]
+    assert compare.efficiency_against(ppo, slow)["ratio"] is None
+    assert compare.efficiency_against(ppo, slow)["best_within"] is None
+    assert compare.best_gap_within(slow, 1e6) == 20.0
+    variants = {"ppo": {"algo": "ppo", "runs": ppo}, "pddp+s": {"algo": "pddp", "runs": pddp},
+                "sac": {"algo": "sac", "runs": []}}
+    table = compare.efficiency_table(variants)
+    assert [(r["baseline"], r["variant"]) for r in table] == [("ppo", "pddp+s")]
+    lines = compare.efficiency_lines(table)
+    assert lines[-1] == "| pddp+s | ppo | 3 | 1e+06 | 3.5e+04 | 28.6x | 3 (1e+06) | 0.15 |"
+    assert compare.efficiency_table({"pddp+s": variants["pddp+s"]}) == []
+
+
 def test_common_options_go_to_the_algorithms_that_have_them():
     pddp, ppo = compare.parse_variants("pddp,ppo")
     common = {"hidden": (16, 16), "epochs": 2, "n_steps": 32}

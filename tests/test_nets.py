@@ -331,6 +331,14 @@ def test_regression_loss(reach, policy):
     weighted = 0.5 * np.mean(w * np.sum(np.asarray(delta) ** 2, axis=1))
     got = losses.regression_loss(policy, xs, us + delta, params, jnp.asarray(w))
     assert got == pytest.approx(weighted, rel=1e-12)
+    # Control weights scale each control's squared error, per sample or for all samples.
+    c = np.abs(np.asarray(jax.random.normal(jax.random.key(13), us.shape)))
+    per_control = 0.5 * np.mean(w * np.sum(c * np.asarray(delta) ** 2, axis=1))
+    got = losses.regression_loss(policy, xs, us + delta, params, jnp.asarray(w), jnp.asarray(c))
+    assert got == pytest.approx(per_control, rel=1e-12)
+    got = losses.regression_loss(policy, xs, us + delta, params, None, jnp.asarray(c[0]))
+    assert got == pytest.approx(0.5 * np.mean(np.sum(c[0] * np.asarray(delta) ** 2, axis=1)),
+                                rel=1e-12)
 
 
 def test_sobolev_weights_select_samples(reach, policy):

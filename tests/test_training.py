@@ -12,7 +12,7 @@ import pytest
 import rlto
 from rlto import ProblemError
 from rlto.algorithms import pddp
-from rlto.algorithms.common import lower_cost
+from rlto.algorithms.common import control_authority, lower_cost
 
 TINY = dict(n_problems=8, epochs=2, batch_size=64, hidden=(16, 16), to_max_iter=30)
 
@@ -149,3 +149,50 @@ def test_sim_call_budget_stops_at_the_iteration_that_crosses_it(lqr, tmp_path):
     assert two.iterations == 2
     with pytest.raises(ProblemError, match="max_sim_calls"):
         rlto.train(lqr, algo="pddp", out=tmp_path / "none")
+
+
+def test_control_authority_against_finite_differences():
+    """control_authority: ||d f / d u_j||^2 at each sample (central differences of the dynamics,
+    an independent path from the Jacobian), scaled to mean 1 over the usable instances, zero for
+    the others. On the double pendulum the lighter outer link's torque moves the state more."""
+    problem = rlto.make("double_pendulum")
+    params = problem.sample(jax.random.key(2), 3)
+    us = 0.3 * np.asarray(jax.random.normal(jax.random.key(3), (3, problem.horizon, problem.nu)))
+    xs = np.asarray(jax.vmap(problem.rollout)(jax.numpy.asarray(us), params))
+    usable = np.array([True, False, True])
+    got = control_authority(problem, xs, us, params, usable)
+    assert got.shape == (3, problem.horizon, problem.nu)
+    assert np.all(got[1] == 0.0)
+    h = 1e-6
+    raw = np.zeros((3, problem.horizon, problem.nu))
+    for i in (0, 2):
+        p = {k: v[i] for k, v in params.items()}
+        for t in range(problem.horizon):
+            for j in range(problem.nu):
+                step = h * np.eye(problem.nu)[j]
+                diff = (problem.dynamics(xs[i, t], us[i, t] + step, t, p)
+                        - problem.dynamics(xs[i, t], us[i, t] - step, t, p)) / (2 * h)
+                raw[i, t, j] = float(np.sum(np.asarray(diff) ** 2))
+    expected = raw / raw[usable].mean()
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-12)
+    assert got[usable].mean() == pytest.approx(1.0)
+    assert np.median(got[usable][..., 1] / got[usable][..., 0]) > 1.0
+
+
+def test_authority_weights_enter_pddp_and_cost_one_call_per_sample(lqr, tmp_path):
+    """control_weights="authority": a tiny run trains, the data carries the weights (lqr is
+    linear: f_u = B, equal columns, so every weight is 1), and each iteration's sim calls grow
+    by one Jacobian per sample (the first iteration's solves are the same as uniform's)."""
+    calls = {}
+    for weights in ("uniform", "authority"):
+        out = tmp_path / weights
+        rlto.train(lqr, algo="pddp", seed=0, iterations=1, out=out, test_size=8,
+                   progress=False, control_weights=weights, **TINY)
+        calls[weights] = int(next(csv.DictReader(open(out / "metrics.csv")))["sim_calls"])
+    assert calls["authority"] - calls["uniform"] == TINY["n_problems"] * lqr.horizon
+    config = pddp.PddpConfig(**TINY, control_weights="authority")
+    state, _ = pddp.step(lqr, config, pddp.init(lqr, config, jax.random.key(5)))
+    used = np.asarray(state.data["w"]) > 0
+    np.testing.assert_allclose(np.asarray(state.data["control_weights"])[used], 1.0, rtol=1e-9)
+    with pytest.raises(ProblemError, match="control_weights"):
+        pddp.PddpConfig(control_weights="torque")
