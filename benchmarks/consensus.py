@@ -63,6 +63,7 @@ from rlto.compare import (  # noqa: E402  the grammar, curves and plots rlto com
     fmt,
     jsonable,
     machine,
+    markdown_table,
     parse_variants,
     precision_record,
     precision_text,
@@ -264,10 +265,8 @@ def write_markdown(path: Path, result: Mapping[str, Any]) -> None:
         "Fig. 7: TO iterations on the test set from seed 0's policy rollout vs the problem's "
         "default start (zero controls, or its initial_controls).",
         "",
-        "| " + " | ".join(TABLE_HEADER) + " |",
-        "|" + "---|" * len(TABLE_HEADER),
+        *markdown_table(TABLE_HEADER, table_rows(result)),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
     lines += warm_start_lines(result)
     errors = [(n, e) for n, v in result["variants"].items() for e in v["errors"]]
     if errors:

@@ -42,6 +42,7 @@ from rlto.compare import (  # noqa: E402
     efficiency_lines,
     efficiency_table,
     jsonable,
+    markdown_table,
     table_rows,
     write_curves_plot,
 )
@@ -100,9 +101,7 @@ def markdown(merged: Mapping[str, Any], command: str) -> str:
         lines.append(f"- {name}: {s['seeds']} seeds, budget {s['budget']}; {options}{where}; "
                      f"`{s['command_line'] or s['file']}`")
     lines += ["", "Final gap: median and interquartile range over seeds of the last test gap "
-              "(percent). " + WITHIN_NOTE, "",
-              "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(merged)]
+              "(percent). " + WITHIN_NOTE, "", *markdown_table(TABLE_HEADER, table_rows(merged))]
     efficiency = efficiency_lines(merged["efficiency"])
     lines += ["", *(efficiency or ["No model-free baseline with runs among the variants."])]
     return "\n".join(lines) + "\n"

@@ -371,18 +371,13 @@ def efficiency_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         "seeds; '-': some seed had no evaluation by then): below the baseline's, the variant "
         "reached a gap the baseline did not reach with 10x its budget.",
         "",
-        "| " + " | ".join(EFFICIENCY_HEADER) + " |",
-        "|" + "---|" * len(EFFICIENCY_HEADER),
     ]
-    for r in rows:
-        lines.append("| " + " | ".join([
-            r["variant"], r["baseline"], fmt(r["baseline_gap"]), fmt(r["baseline_calls"]),
-            "not reached" if r["calls"] is None else fmt(r["calls"]),
-            "-" if r["ratio"] is None else f"{r['ratio']:.3g}x",
-            f"{fmt(r['baseline_best'])} ({fmt(r['baseline_final_calls'])})",
-            fmt(r["best_within"]),
-        ]) + " |")
-    return lines
+    cells = [[r["variant"], r["baseline"], fmt(r["baseline_gap"]), fmt(r["baseline_calls"]),
+              "not reached" if r["calls"] is None else fmt(r["calls"]),
+              "-" if r["ratio"] is None else f"{r['ratio']:.3g}x",
+              f"{fmt(r['baseline_best'])} ({fmt(r['baseline_final_calls'])})",
+              fmt(r["best_within"])] for r in rows]
+    return lines + markdown_table(EFFICIENCY_HEADER, cells)
 
 
 def precision_record(report) -> dict[str, Any]:
@@ -613,6 +608,11 @@ TABLE_HEADER = ["variant", "final gap % median [IQR]", "within 1% of J* % median
                 "sim calls to 1%", "sim calls to 10%", "final sim calls", "wall s"]
 
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table's lines: header, separator, one line per row of cells."""
+    return ["| " + " | ".join(cells) + " |" for cells in (header, ["---"] * len(header), *rows)]
+
+
 def quartiles_text(q: Mapping[str, float]) -> str:
     """A `quartiles` summary as "median [q25, q75]", 3 significant digits each."""
     return f"{fmt(q['median'])} [{fmt(q['q25'])}, {fmt(q['q75'])}]"
@@ -678,10 +678,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         + ("; JIT compilation excluded by a warm-up iteration" if s["warmup"]
            else "; includes JIT compilation") + ").",
         "",
-        "| " + " | ".join(TABLE_HEADER) + " |",
-        "|" + "---|" * len(TABLE_HEADER),
+        *markdown_table(TABLE_HEADER, table_rows(result)),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
     efficiency = efficiency_lines(efficiency_table(result["variants"]))
     if efficiency:
         lines += ["", *efficiency]
