@@ -1,14 +1,14 @@
 """Sample efficiency against the model-free baselines (seed 002, Figs. 2-3), across comparisons.
 
 Model-free learners need orders of magnitude more simulator calls than the TO-supervised ones,
-and run far slower per call (SAC: about 100 calls a second here), so one `rlto compare` budget
+and run far slower per call (SAC: 50-100 calls a second here), so one `rlto compare` budget
 cannot suit both: the TO-supervised runs would stop long before the baselines converge, or the
 baselines would be cut off early. This script merges the results of several `rlto compare`
 runs on one problem (each variant from exactly one of them, each with its own budget) and
 writes, for every (model-free baseline, other variant) pair, the calls the variant needs to
-reach the baseline's final gap and their ratio, and the baseline's best gap within 10x the
-variant's calls (rlto.compare.efficiency_table), next to every variant's own table row and the
-curves of all of them on common axes.
+reach the baseline's final gap and their ratio, and the variant's best gap within a tenth of
+the baseline's calls against the baseline's best (rlto.compare.efficiency_table), next to
+every variant's own table row and the curves of all of them on common axes.
 
     rlto compare lqr --algos pddp+s,plal+s --seeds 3 --budget-calls 1000000 --out /tmp/lqr_mb
     rlto compare lqr --algos ppo --seeds 3 --budget-calls 1000000 --jobs 1 --out /tmp/lqr_ppo
@@ -131,9 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["benchmarks/efficiency.py", *(sys.argv[1:] if argv is None else argv)])
     (out / f"{stem}.json").write_text(json.dumps(jsonable(merged), indent=1, allow_nan=False)
                                       + "\n")
-    (out / f"{stem}.md").write_text(markdown(merged, command))
+    text = markdown(merged, command)
+    (out / f"{stem}.md").write_text(text)
     write_curves_plot(out / f"{stem}.png", merged)
-    print((out / f"{stem}.md").read_text())
+    print(text)
     return 0
 
 

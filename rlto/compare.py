@@ -278,6 +278,9 @@ def run_record(seed: int, run_dir: str, curve: Mapping[str, np.ndarray],
 MODEL_FREE = ("ppo", "sac", "td3", "ddpg")
 """Algorithms that learn from rewards alone (the stable-baselines3 baselines): the references of
 the sample-efficiency ratios (seed 002, Figs. 2-3)."""
+BUDGET_FACTOR = 10.0
+"""Fig. 2's margin: a variant's best gap within 1/BUDGET_FACTOR of a baseline's calls is set
+against the baseline's best over all of them."""
 
 
 def _curve(run: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -314,7 +317,8 @@ def best_gap_within(runs: Sequence[Mapping[str, Any]], calls: float) -> float | 
 
 
 def efficiency_against(baseline_runs: Sequence[Mapping[str, Any]],
-                       runs: Sequence[Mapping[str, Any]], factor: float = 10.0) -> dict[str, Any]:
+                       runs: Sequence[Mapping[str, Any]],
+                       factor: float = BUDGET_FACTOR) -> dict[str, Any]:
     """How a variant's runs compare with a model-free baseline's (seed 002, Figs. 2-3).
 
     Efficiency (Fig. 3): baseline_gap and baseline_calls, the baseline's final gap and the calls
@@ -340,20 +344,19 @@ def efficiency_against(baseline_runs: Sequence[Mapping[str, Any]],
     }
 
 
-def efficiency_table(variants: Mapping[str, Mapping[str, Any]], factor: float = 10.0
-                     ) -> list[dict[str, Any]]:
+def efficiency_table(variants: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """`efficiency_against` for every (model-free variant, other variant) pair with runs: a list
     of dicts with the two names added ("baseline", "variant"); empty without both kinds."""
     baselines = [n for n, v in variants.items() if v["algo"] in MODEL_FREE and v["runs"]]
     others = [n for n, v in variants.items() if v["algo"] not in MODEL_FREE and v["runs"]]
     return [{"baseline": b, "variant": m,
-             **efficiency_against(variants[b]["runs"], variants[m]["runs"], factor)}
+             **efficiency_against(variants[b]["runs"], variants[m]["runs"])}
             for b in baselines for m in others]
 
 
 EFFICIENCY_HEADER = ["variant", "baseline", "baseline final gap %", "baseline calls to it",
                      "variant calls to it", "ratio", "baseline best gap % (its calls)",
-                     "variant best gap % within a tenth of them"]
+                     f"variant best gap % within 1/{BUDGET_FACTOR:g} of them"]
 
 
 def efficiency_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -367,9 +370,10 @@ def efficiency_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         "variant's calls to the same gap (median over seeds; 'not reached' if some seed never "
         "got there) and the ratio of the two (10: the baseline's gap with 10x fewer calls); "
         "the lowest gap the baseline reached in its whole run (median over seeds; its final "
-        "calls, median) and the variant's lowest gap within a tenth of those calls (median over "
-        "seeds; '-': some seed had no evaluation by then): below the baseline's, the variant "
-        "reached a gap the baseline did not reach with 10x its budget.",
+        f"calls, median) and the variant's lowest gap within 1/{BUDGET_FACTOR:g} of those calls "
+        "(median over seeds; '-': some seed had no evaluation by then): below the baseline's, "
+        f"the variant reached a gap the baseline did not reach with {BUDGET_FACTOR:g}x its "
+        "budget.",
         "",
     ]
     cells = [[r["variant"], r["baseline"], fmt(r["baseline_gap"]), fmt(r["baseline_calls"]),

@@ -369,7 +369,7 @@ def _checked_entry(
 # The report.
 
 
-def _nan_as_inf(values: np.ndarray) -> np.ndarray:
+def nan_as_inf(values: np.ndarray) -> np.ndarray:
     """NaN (a diverged rollout's cost or error) replaced by +inf, for order statistics."""
     return np.where(np.isnan(values), np.inf, values)
 
@@ -434,7 +434,7 @@ class Report:
     def median_gap_percent(self) -> float:
         """Median over instances of the per-instance gap (percent); a diverged rollout (NaN
         cost) ranks as the worst, so the median stays finite while fewer than half diverge."""
-        return float(np.median(_nan_as_inf(self.instance_gaps_percent)))
+        return float(np.median(nan_as_inf(self.instance_gaps_percent)))
 
     @property
     def near_optimal(self) -> np.ndarray:
@@ -452,7 +452,7 @@ class Report:
         the problem has no task space."""
         if self.final_error is None:
             return float("nan")
-        return float(np.median(_nan_as_inf(self.final_error)))  # diverged: the worst
+        return float(np.median(nan_as_inf(self.final_error)))  # diverged: the worst
 
     @property
     def max_violation(self) -> float:

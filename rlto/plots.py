@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Ellipse as EllipsePatch
 
+from rlto.evaluate import nan_as_inf
+
 CONVERGED_COLOR = "tab:blue"
 FAILED_COLOR = "tab:red"
 _DPI = 120
@@ -455,7 +457,7 @@ def plot_task_paths(
     error_ax.grid(alpha=0.3)
     fig.suptitle(f"{problem.name}: {index.size} of {flags.size} instances shown, "
                  f"{flags.mean():.1%} {ok_label}, median final distance "
-                 f"{np.median(np.where(np.isnan(all_final), np.inf, all_final)):.3g} m")
+                 f"{np.median(nan_as_inf(all_final)):.3g} m")
     _save(fig, path)
     return fig
 

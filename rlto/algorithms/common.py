@@ -222,12 +222,14 @@ def usable_solves(result: Result) -> np.ndarray:
     return finite & stopped_well
 
 
-def supervised_rows(problem: Problem, policy: Policy, xs, us, params, usable, K=None) -> dict:
+def supervised_rows(problem: Problem, policy: Policy, xs, us, params, usable, K=None,
+                    control_weights=None) -> dict:
     """State-control pairs of n trajectories (xs (n, T+1, nx), us (n, T, nu)) as N x T rows of a
-    supervised step: dict of (N T, ...) arrays x, u, params (with each row's step t), w, and K
-    when gains K (n, T, nu, nx) are given. Weight w = 1 for the usable instances' rows and 0
-    (with zeroed entries) for the others: a fixed row count keeps the supervised step's compiled
-    program from one iteration to the next."""
+    supervised step: dict of (N T, ...) arrays x, u, params (with each row's step t), w, K when
+    gains K (n, T, nu, nx) are given, and control_weights when those (n, T, nu) are given (see
+    `control_authority`). Weight w = 1 for the usable instances' rows and 0 (with zeroed entries)
+    for the others: a fixed row count keeps the supervised step's compiled program from one
+    iteration to the next."""
     n, T = us.shape[:2]
     keep = np.asarray(usable)[:, None, None]
     beta = broadcast_params(policy, with_steps(params, n, T), (n, T))
@@ -240,6 +242,9 @@ def supervised_rows(problem: Problem, policy: Policy, xs, us, params, usable, K=
     if K is not None:
         rows["K"] = jnp.asarray(np.where(keep[..., None], K, 0.0).reshape(
             n * T, problem.nu, problem.nx))
+    if control_weights is not None:
+        rows["control_weights"] = jnp.asarray(
+            np.where(keep, control_weights, 0.0).reshape(n * T, problem.nu))
     return rows
 
 

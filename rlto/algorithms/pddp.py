@@ -98,11 +98,10 @@ def init(problem: Problem, config: PddpConfig, key: jax.Array) -> PddpState:
     n, T = config.n_problems, problem.horizon
     empty = problem.sample(jax.random.key(0), n)  # shapes of beta only; never learned from
     empty = jax.tree.map(lambda a: jnp.zeros_like(jnp.asarray(a)), empty)
+    authority = np.zeros((n, T, problem.nu)) if config.control_weights == "authority" else None
     rows = supervised_rows(problem, policy, np.zeros((n, T + 1, problem.nx)),
                            np.zeros((n, T, problem.nu)), empty, np.zeros(n, dtype=bool),
-                           K=np.zeros((n, T, problem.nu, problem.nx)))
-    if config.control_weights == "authority":
-        rows["control_weights"] = jnp.zeros((n * T, problem.nu))
+                           K=np.zeros((n, T, problem.nu, problem.nx)), control_weights=authority)
     data = jax.tree.map(lambda a: jnp.concatenate([a] * config.aggregate), rows)
     return PddpState(policy, opt_state, key, zero, zero, zero, data)
 
@@ -136,12 +135,12 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
         ok_params = {k: np.asarray(v)[usable] for k, v in params.items()}
         policy = set_normalization(policy, result.xs[usable, : problem.horizon],
                                    with_steps(ok_params, int(usable.sum()), problem.horizon))
-    rows = supervised_rows(problem, policy, result.xs, result.us, params, usable, K=result.K)
-    authority_calls = 0
+    authority, authority_calls = None, 0
     if config.control_weights == "authority":
         authority = control_authority(problem, result.xs, result.us, params, usable)
-        rows["control_weights"] = jnp.asarray(authority.reshape(-1, problem.nu))
         authority_calls = config.n_problems * problem.horizon  # one f_u per sample
+    rows = supervised_rows(problem, policy, result.xs, result.us, params, usable, K=result.K,
+                           control_weights=authority)
     slot = int(state.iteration) % config.aggregate  # ring buffer: overwrite the oldest rows
     data = jax.tree.map(
         lambda buffer, new: jax.lax.dynamic_update_slice_in_dim(
