@@ -14,7 +14,7 @@ import pytest
 import rlto
 from benchmarks.cacto_oned import oned_dynamic_programming
 from rlto import ProblemError
-from rlto.algorithms import cacto
+from rlto.algorithms import cacto, common
 from rlto.evaluate import warm_start_comparison, warm_start_solutions
 from rlto.losses import td_n_targets
 from rlto.nets import TIME_KEY, trainable
@@ -88,7 +88,7 @@ def test_delayed_start_solves_the_remaining_horizon():
     problem = rlto.make("oned", horizon=12)
     x0 = np.array([[-1.5], [0.3], [1.8]])
     t0 = np.array([0.0, 4.0, 9.0])
-    delayed = cacto.delayed_start(problem)
+    delayed = common.delayed_start(problem)
     result = rlto.solve(delayed, {"x0": x0, "t0": t0}, max_iter=200, tol=1e-10)
     for i in range(3):
         short = rlto.make("oned", horizon=12 - int(t0[i]))
@@ -97,14 +97,14 @@ def test_delayed_start_solves_the_remaining_horizon():
         np.testing.assert_allclose(result.xs[i, int(t0[i]):], reference.xs[0], atol=1e-5)
         np.testing.assert_allclose(result.xs[i, : int(t0[i]) + 1], x0[i][None].repeat(
             int(t0[i]) + 1, 0))  # held still until t0
-    assert delayed is cacto.delayed_start(problem)  # cached: one compiled solver
+    assert delayed is common.delayed_start(problem)  # cached: one compiled solver
 
 
 def test_episode_transitions_hold_monte_carlo_cost_to_go_and_skip_steps_before_t0():
     problem = rlto.make("oned", horizon=10)
     params = {"x0": np.array([[-1.0], [1.5]])}
     t0 = np.array([0, 6])
-    delayed = cacto.delayed_start(problem)
+    delayed = common.delayed_start(problem)
     result = rlto.solve(delayed, {**params, "t0": t0.astype(float)})
     tr = cacto.episode_transitions(problem, result, params, t0, n_steps=3)
     assert tr["x"].shape[0] == 10 + 4

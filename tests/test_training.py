@@ -13,6 +13,7 @@ import rlto
 from rlto import ProblemError
 from rlto.algorithms import pddp
 from rlto.algorithms.common import control_authority, lower_cost
+from rlto.evaluate import policy_rollout
 
 TINY = dict(n_problems=8, epochs=2, batch_size=64, hidden=(16, 16), to_max_iter=30)
 
@@ -136,6 +137,36 @@ def test_aggregate_keeps_the_last_iterations_data(lqr):
     params = {"x0": jax.numpy.asarray(xs[:, 0])}
     rolled = np.asarray(jax.vmap(lqr.rollout)(jax.numpy.asarray(us), params))
     np.testing.assert_allclose(rolled[:, : lqr.horizon], xs, rtol=1e-10, atol=1e-12)
+
+
+def test_dagger_labels_policy_states_with_the_remaining_horizon_optimum(lqr):
+    """PDDP's DAgger rows: each relabelled instance starts where the policy's rollout is at t0,
+    its rows before t0 weigh nothing, and its controls from t0 on are the optimum of the same
+    problem over the remaining T - t0 steps, solved directly (lqr's costs do not depend on t, so
+    that is make("lqr", horizon=T - t0) from the rollout's state)."""
+    config = pddp.PddpConfig(**{**TINY, "dagger": 2, "to_tol": 1e-12, "to_max_iter": 200})
+    state = pddp.init(lqr, config, jax.random.key(5))
+    T, rows = lqr.horizon, (config.n_problems + config.dagger) * lqr.horizon
+    assert state.data["x"].shape == (rows, lqr.nx)
+    params = lqr.sample(jax.random.key(6), config.n_problems)
+    xs, us, _ = policy_rollout(lqr, state.policy, params)
+    relabelled, calls, iterations = pddp.relabel_policy_states(
+        lqr, state.policy, config, np.asarray(xs), np.asarray(us), params, jax.random.key(7))
+    assert calls > 0 and iterations > 0
+    w = np.asarray(relabelled["w"]).reshape(config.dagger, T)
+    t0 = np.argmax(w > 0, axis=1)  # the first weighted step of each instance
+    assert np.all(t0 >= 1) and np.all(w[np.arange(T)[None] < t0[:, None]] == 0)
+    assert np.all(w[np.arange(T)[None] >= t0[:, None]] == 1)
+    x = np.asarray(relabelled["x"]).reshape(config.dagger, T, lqr.nx)
+    u = np.asarray(relabelled["u"]).reshape(config.dagger, T, lqr.nu)
+    rollout_states = np.asarray(xs).reshape(-1, lqr.nx)
+    for i, start in enumerate(t0):
+        # The start state is one the policy's rollouts visit at step t0.
+        hits = np.flatnonzero(np.all(np.isclose(rollout_states, x[i, start]), axis=1))
+        assert np.any(hits % (T + 1) == start)
+        shorter = rlto.make("lqr", horizon=T - int(start))
+        direct = rlto.solve(shorter, {"x0": x[i, start][None]}, max_iter=200, tol=1e-12)
+        np.testing.assert_allclose(u[i, start:], direct.us[0], atol=1e-6)
 
 
 def test_sim_call_budget_stops_at_the_iteration_that_crosses_it(lqr, tmp_path):

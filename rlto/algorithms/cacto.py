@@ -37,6 +37,7 @@ import optax
 from rlto import losses
 from rlto.algorithms.common import (
     LearningConfig,
+    delayed_start,
     finite_warm_start,
     fit_policy,
     init_optimizer,
@@ -47,10 +48,6 @@ from rlto.algorithms.common import (
 from rlto.evaluate import policy_rollout
 from rlto.nets import TIME_KEY, Policy, set_normalization, trainable
 from rlto.problem import Problem, ProblemError
-
-HOLD_CONTROL_WEIGHT = 1e-6
-"""Running cost w ||u||^2 of the steps before an episode's start time t0 (`delayed_start`): the
-state does not move there, so the weight only keeps the solver's Quu positive definite."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,27 +162,6 @@ class CactoState(NamedTuple):
 def td_steps(problem: Problem, config: CactoConfig) -> int:
     """N of TD(N): config.td_steps, or T // 4 (at least 1)."""
     return int(config.td_steps) or max(1, problem.horizon // 4)
-
-
-@functools.lru_cache(maxsize=32)
-def delayed_start(problem: Problem) -> Problem:
-    """The problem whose episode starts at params["t0"]: before t0 the state is held
-    (x_{t+1} = x_t) and only HOLD_CONTROL_WEIGHT ||u||^2 is paid; from t0 on it is `problem`.
-    Its optimum from t0 is the original's optimum over the remaining T - t0 steps. Cached: one
-    object, one compiled solver."""
-
-    def dynamics(x, u, t, params):
-        return jnp.where(t >= params["t0"], problem.dynamics(x, u, t, params), x)
-
-    def running_cost(x, u, t, params):
-        hold = HOLD_CONTROL_WEIGHT * jnp.sum(u**2)
-        return jnp.where(t >= params["t0"], problem.running_cost(x, u, t, params), hold)
-
-    def sample(key, n):
-        return {**problem.sample(key, n), "t0": jnp.zeros(n)}
-
-    return dataclasses.replace(problem, dynamics=dynamics, running_cost=running_cost,
-                               sample=sample)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,10 @@ from rlto.solver import Result, Status
 
 SOBOLEV_MODES = ("none", "full", "stochastic")
 
+HOLD_CONTROL_WEIGHT = 1e-6
+"""Running cost w ||u||^2 of the steps before an episode's start time t0 (`delayed_start`): the
+state does not move there, so the weight only keeps the solver's Quu positive definite."""
+
 
 @dataclasses.dataclass(frozen=True)
 class LearningConfig:
@@ -223,21 +227,25 @@ def usable_solves(result: Result) -> np.ndarray:
 
 
 def supervised_rows(problem: Problem, policy: Policy, xs, us, params, usable, K=None,
-                    control_weights=None) -> dict:
+                    control_weights=None, first_step=None) -> dict:
     """State-control pairs of n trajectories (xs (n, T+1, nx), us (n, T, nu)) as N x T rows of a
     supervised step: dict of (N T, ...) arrays x, u, params (with each row's step t), w, K when
     gains K (n, T, nu, nx) are given, and control_weights when those (n, T, nu) are given (see
     `control_authority`). Weight w = 1 for the usable instances' rows and 0 (with zeroed entries)
-    for the others: a fixed row count keeps the supervised step's compiled program from one
+    for the others, and for the steps before an instance's first_step (n,) when given (solves
+    of `delayed_start`): a fixed row count keeps the supervised step's compiled program from one
     iteration to the next."""
     n, T = us.shape[:2]
-    keep = np.asarray(usable)[:, None, None]
+    keep = np.broadcast_to(np.asarray(usable)[:, None], (n, T))
+    if first_step is not None:
+        keep = keep & (np.arange(T)[None] >= np.asarray(first_step)[:, None])
+    keep = keep[..., None]
     beta = broadcast_params(policy, with_steps(params, n, T), (n, T))
     rows = {
         "x": jnp.asarray(np.where(keep, xs[:, :T], 0.0).reshape(n * T, problem.nx)),
         "u": jnp.asarray(np.where(keep, us, 0.0).reshape(n * T, problem.nu)),
         "params": {k: jnp.asarray(v).reshape((n * T,) + v.shape[2:]) for k, v in beta.items()},
-        "w": jnp.asarray(np.repeat(np.asarray(usable, dtype=np.float64), T)),
+        "w": jnp.asarray(keep[..., 0].astype(np.float64).reshape(n * T)),
     }
     if K is not None:
         rows["K"] = jnp.asarray(np.where(keep[..., None], K, 0.0).reshape(
@@ -308,3 +316,24 @@ def solve_from_each(problem: Problem, params, inits: list, config: LearningConfi
     calls = sum(int(r.sim_calls.sum()) for r in results)
     iterations = sum(int(r.iterations.sum()) for r in results)
     return lower_cost(results, margin), calls, iterations
+
+
+@functools.lru_cache(maxsize=32)
+def delayed_start(problem: Problem) -> Problem:
+    """The problem whose episode starts at params["t0"]: before t0 the state is held
+    (x_{t+1} = x_t) and only HOLD_CONTROL_WEIGHT ||u||^2 is paid; from t0 on it is `problem`.
+    Its optimum from t0 is the original's optimum over the remaining T - t0 steps. Cached: one
+    object, one compiled solver."""
+
+    def dynamics(x, u, t, params):
+        return jnp.where(t >= params["t0"], problem.dynamics(x, u, t, params), x)
+
+    def running_cost(x, u, t, params):
+        hold = HOLD_CONTROL_WEIGHT * jnp.sum(u**2)
+        return jnp.where(t >= params["t0"], problem.running_cost(x, u, t, params), hold)
+
+    def sample(key, n):
+        return {**problem.sample(key, n), "t0": jnp.zeros(n)}
+
+    return dataclasses.replace(problem, dynamics=dynamics, running_cost=running_cost,
+                               sample=sample)
