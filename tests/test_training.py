@@ -169,6 +169,21 @@ def test_dagger_labels_policy_states_with_the_remaining_horizon_optimum(lqr):
         np.testing.assert_allclose(u[i, start:], direct.us[0], atol=1e-6)
 
 
+def test_hard_problems_are_the_costliest_rollouts_of_the_pool(lqr):
+    config = pddp.PddpConfig(**{**TINY, "hard_problems": 3, "hard_pool": 16})
+    policy = pddp.init(lqr, config, jax.random.key(8)).policy
+    uniform = lqr.sample(jax.random.key(9), config.n_problems)
+    params = pddp.with_hard_problems(lqr, policy, config, uniform, jax.random.key(10))
+    keep = config.n_problems - config.hard_problems
+    np.testing.assert_array_equal(params["x0"][:keep], np.asarray(uniform["x0"])[:keep])
+    pool = lqr.sample(jax.random.key(10), config.hard_pool)  # the same draws
+    pool_cost = np.sort(policy_rollout(lqr, policy, pool)[2])
+    hard_cost = np.sort(policy_rollout(lqr, policy, {"x0": params["x0"][keep:]})[2])
+    np.testing.assert_allclose(hard_cost, pool_cost[-config.hard_problems:], rtol=1e-12)
+    with pytest.raises(ProblemError, match="hard_problems"):
+        pddp.PddpConfig(n_problems=4, hard_problems=5)
+
+
 def test_sim_call_budget_stops_at_the_iteration_that_crosses_it(lqr, tmp_path):
     one = rlto.train(lqr, algo="pddp", seed=0, max_sim_calls=1, out=tmp_path / "one",
                      test_size=8, progress=False, **TINY)

@@ -2,6 +2,7 @@
 
     for k = 1..M:
         sample N problems beta_i                                (fresh each iteration)
+        [H of them: the costliest policy rollouts of P draws]  hard_problems > 0
         U0 <- Rollout(pi_theta)                                 warm start from the policy
         U  <- argmin_U R(U)                                     batched box-FDDP (rlto.solve)
         [D_pi <- TO from states the rollouts visit, x_pi(t0)    dagger > 0: DAgger's labels]
@@ -80,17 +81,35 @@ class PddpConfig(LearningConfig):
     the expert): x_pi(t0) at a random step t0 in 1..T-1 of a random one of this iteration's
     rollouts, solved over the remaining T - t0 steps (`delayed_start`) warm-started by the rest
     of that rollout (and, with warm_start="best", from zero controls too), and fitted beside the
-    fresh solves. Alg. 1 fits TO trajectories only, so
-    where the policy drifts off them it has seen no optimal control but the gains' first-order
-    extrapolation. 0: Alg. 1. Measured (3 seeds, n_problems=8, aggregate=4), it did not pay for
-    its TO calls: lqr 0.065% after 3e5 calls with dagger=8 against 0.042% without; pendulum
-    508% [435, 836] after 3e6 against 152% [81, 246] (315% against 131% with warm_start="best"):
-    TO warm-started by a continuation that swings once too often keeps that swing (a local
-    minimum), so the relabels teach the late arrivals they were meant to correct."""
+    fresh solves. Alg. 1 fits TO trajectories only, so where the policy drifts off them it has
+    seen no optimal control but the gains' first-order extrapolation. 0: Alg. 1. Measured
+    (3 seeds, n_problems=8, aggregate=4), it did not pay for its TO calls: lqr 0.065% after 3e5
+    calls with dagger=8 against 0.042% without; pendulum 508% [435, 836] after 3e6 against 152%
+    [81, 246] (315% against 131% with warm_start="best"), its rollouts arriving upright late,
+    after extra swings. Our reading, not tested: TO warm-started by a continuation that swings
+    once too often keeps that swing (a local minimum), and the relabels teach it."""
+
+    hard_problems: int = 0
+    """Of the n_problems solved per iteration, how many are the costliest policy rollouts among
+    `hard_pool` extra draws (the rest are uniform draws, as Alg. 1). Screening costs one
+    rollout (T simulator calls) per draw, far less than a TO solve, and puts the TO where the
+    policy fails: a swing-up rollout that misses the catch costs 40 times J*, a good one about
+    J*. 0: Alg. 1's sampler alone. Measured on pendulum (3 seeds, 3e6 calls, n_problems=8,
+    aggregate=4, warm_start="best", 20 epochs, learning_rate_half_life=1e4), it did not help:
+    final gap 90% [78, 234] with hard_problems=4 of a pool of 64, 219% [181, 221] with 2,
+    against 83.5% [56, 125] with 0; 51% of the test instances within 1% of J* against 61%."""
+    hard_pool: int = 64
+    """Draws screened by their policy rollout's cost per iteration, with hard_problems > 0."""
 
     def __post_init__(self):
         super().__post_init__()
         self._check_choice("warm_start", ("policy", "zero", "best"))
+        if not 0 <= int(self.hard_problems) <= self.n_problems:
+            raise ProblemError(f"hard_problems must be in [0, n_problems], got "
+                               f"{self.hard_problems} with n_problems={self.n_problems}.")
+        if self.hard_problems and int(self.hard_pool) < self.hard_problems:
+            raise ProblemError(f"hard_pool must be at least hard_problems ({self.hard_problems}),"
+                               f" got {self.hard_pool}.")
         if int(self.dagger) < 0:
             raise ProblemError(f"dagger must be a non-negative integer, got {self.dagger}.")
         self._check_choice("control_weights", ("uniform", "authority"))
@@ -140,11 +159,15 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
     key, sample_key, fit_key = jax.random.split(state.key, 3)
     params = problem.sample(sample_key, config.n_problems)
     rollout_calls = 0
+    if config.hard_problems:
+        key, pool_key = jax.random.split(key)  # only here: 0 keeps Alg. 1's streams
+        params = with_hard_problems(problem, state.policy, config, params, pool_key)
+        rollout_calls = config.hard_pool * problem.horizon
     inits = [None]
     if config.warm_start in ("policy", "best") or config.dagger:
         rollout_xs, rollout_us, _ = policy_rollout(problem, state.policy, params)
         policy_us = finite_warm_start(rollout_xs, rollout_us)
-        rollout_calls = config.n_problems * problem.horizon
+        rollout_calls += config.n_problems * problem.horizon
     if config.warm_start in ("policy", "best"):
         inits = [policy_us] if config.warm_start == "policy" else [policy_us, None]
     result, to_calls, to_iterations = solve_from_each(problem, params, inits, config,
@@ -196,6 +219,20 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
         "to_iterations_mean": float(result.iterations.mean()),
     }
     return new_state, info
+
+
+def with_hard_problems(problem: Problem, policy: Policy, config: PddpConfig, params: dict,
+                       key: jax.Array) -> dict:
+    """params (n_problems, ...) with their last `hard_problems` instances replaced by the
+    costliest of `hard_pool` fresh draws under the policy's closed-loop rollout (a diverged
+    rollout counts as the costliest)."""
+    pool = problem.sample(key, config.hard_pool)
+    _, _, cost = policy_rollout(problem, policy, pool)
+    cost = np.where(np.isfinite(cost), cost, np.inf)
+    hardest = np.argsort(-cost, kind="stable")[: config.hard_problems]
+    keep = config.n_problems - config.hard_problems
+    return {k: np.concatenate([np.asarray(v)[:keep], np.asarray(pool[k])[hardest]])
+            for k, v in params.items()}
 
 
 def relabel_policy_states(problem: Problem, policy: Policy, config: PddpConfig, rollout_xs,
