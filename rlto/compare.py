@@ -737,6 +737,20 @@ def power_label(x: float, _position=None) -> str:
     return f"$10^{{{k}}}$" if mantissa == 1 else f"${mantissa:g}\\times10^{{{k}}}$"
 
 
+def gap_axis_limits(result: Mapping[str, Any], x_key: str) -> tuple[float, float] | None:
+    """(bottom, top) of a curves plot's gap axis: from half the lowest of the variants' median
+    curves (or of the thresholds) to 10x their 95th percentile; None when no variant has a
+    median curve. The top keeps the 1e100 % of a seed whose rollouts diverged for a few
+    evaluations from squashing every other curve onto one line."""
+    medians = [np.asarray(v["aggregate"][x_key]["median"], dtype=np.float64)
+               for v in result["variants"].values() if x_key in v.get("aggregate", {})]
+    values = np.concatenate(medians) if medians else np.empty(0)
+    values = values[np.isfinite(values) & (values > 0)]
+    if not values.size:
+        return None
+    return (0.5 * min(values.min(), *THRESHOLDS), float(10 * np.percentile(values, 95)))
+
+
 def write_curves_plot(path: Path, result: Mapping[str, Any]) -> None:
     """Two panels (sim calls, wall seconds): per variant median gap and IQR band (where every
     seed has a value) over thin per-seed curves, log-log."""
@@ -759,6 +773,11 @@ def write_curves_plot(path: Path, result: Mapping[str, Any]) -> None:
             ax.axhline(t, color="0.6", lw=0.8, ls=":")
         ax.set_xscale("log")
         ax.set_yscale("log", nonpositive="mask")
+        limits = gap_axis_limits(result, x_key)
+        if limits is not None and ax.get_ylim()[1] > limits[1]:
+            ax.set_ylim(*limits)
+            ax.text(0.99, 0.99, "higher values off the axis", transform=ax.transAxes,
+                    ha="right", va="top", fontsize=7, color="0.4")
         _log_ticks(ax.xaxis, np.asarray(result["grids"][x_key], dtype=np.float64))
         ax.set_xlabel(label)
         ax.set_ylabel("test gap (%)")

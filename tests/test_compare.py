@@ -62,6 +62,19 @@ def test_step_interpolation_reads_the_last_evaluation_at_or_before():
     np.testing.assert_array_equal(got, [np.nan, 5, 5, 3, 3, 1, np.nan])
 
 
+def test_gap_axis_ignores_a_diverged_seeds_spike():
+    """One evaluation at 1e100 % among 99 ordinary ones: the axis top is 10x the 95th
+    percentile of the medians, the bottom half the lowest median (or threshold)."""
+    ordinary = np.linspace(2.0, 200.0, 99)
+    curve = {"median": [*ordinary[:50], 1e100, *ordinary[50:]]}
+    result = {"variants": {"a": {"aggregate": {"sim_calls": curve}},
+                           "b": {"runs": []}}}  # b: no median curve (every seed failed)
+    bottom, top = compare.gap_axis_limits(result, "sim_calls")
+    assert top == pytest.approx(10 * np.percentile([*ordinary, 1e100], 95))
+    assert top < 1e4 and bottom == pytest.approx(0.5)
+    assert compare.gap_axis_limits({"variants": {"b": {"runs": []}}}, "sim_calls") is None
+
+
 def test_median_and_iqr_over_seeds_by_hand():
     # Three seeds, evaluated at different sim-call counts.
     curves = [
