@@ -240,12 +240,17 @@ def make_double_pendulum(config: DoublePendulumConfig = DoublePendulumConfig(), 
 
     h = c.dt / c.substeps
 
+    def substep(_, carry):
+        x, u = carry
+        q, v = x[:2], x[2:]
+        v = v + h * forward_dynamics(q, v, u, chain)
+        return jnp.concatenate([q + h * v, v]), u
+
     def dynamics(x, u, t, params):
-        for _ in range(c.substeps):  # unrolled: a handful of sub-steps
-            q, v = x[:2], x[2:]
-            v = v + h * forward_dynamics(q, v, u, chain)
-            x = jnp.concatenate([q + h * v, v])
-        return x
+        # A rolled loop: with the sub-steps unrolled, rlto.solve on 256 instances never returned
+        # (XLA's CPU runtime idle in a futex wait; 128 instances, or one sub-step, were fine).
+        # One body function per problem, so that eager calls reuse its compiled loop.
+        return jax.lax.fori_loop(0, c.substeps, substep, (x, u))[0]
 
     def running_cost(x, u, t, params):
         d = tip(x) - target
