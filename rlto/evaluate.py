@@ -106,6 +106,14 @@ def _rollout_one(problem: Problem, policy: Policy, params):
     )
 
 
+def closed_loop_cost(problem: Problem, policy: Policy, params) -> jax.Array:
+    """J(pi; beta) of one instance (params unbatched): the cost of the policy's closed-loop
+    rollout, as `policy_rollout` computes it (controls clipped to the bounds), as a traced
+    function that jax.grad differentiates through the simulator with respect to the policy's
+    weights (reverse mode: one dynamics VJP per step on the way back). Not compiled here."""
+    return _rollout_one(problem, policy, params)[2]
+
+
 def _violation_one(problem: Problem, xs, us, params):
     """max over t of max(g, 0) for one trajectory; 0 without path constraints."""
     if problem.constraints is None:

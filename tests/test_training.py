@@ -5,15 +5,23 @@ import dataclasses
 import json
 import os
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import rlto
 from rlto import ProblemError
 from rlto.algorithms import pddp
-from rlto.algorithms.common import control_authority, lower_cost
+from rlto.algorithms.common import (
+    closed_loop_gradient,
+    closed_loop_step,
+    control_authority,
+    lower_cost,
+)
 from rlto.evaluate import policy_rollout
+from rlto.nets import trainable
 
 TINY = dict(n_problems=8, epochs=2, batch_size=64, hidden=(16, 16), to_max_iter=30)
 
@@ -242,3 +250,85 @@ def test_authority_weights_enter_pddp_and_cost_one_call_per_sample(lqr, tmp_path
     np.testing.assert_allclose(np.asarray(state.data["control_weights"])[used], 1.0, rtol=1e-9)
     with pytest.raises(ProblemError, match="control_weights"):
         pddp.PddpConfig(control_weights="torque")
+
+
+def test_closed_loop_gradient_against_finite_differences_and_without_diverged_rollouts(lqr):
+    """closed_loop_gradient: its directional derivative along a random direction in weight
+    space equals central differences of the mean closed-loop cost (computed by policy_rollout,
+    not differentiated); an instance whose rollout overflows is left out of the mean (the
+    gradient equals that of the finite instances alone) and reported not finite."""
+    config = pddp.PddpConfig(**{**TINY, "policy_dtype": "float64"})
+    policy = pddp.init(lqr, config, jax.random.key(11)).policy
+    params = {"x0": jnp.asarray(lqr.sample(jax.random.key(12), 4)["x0"])}
+    grad, costs, finite = closed_loop_gradient(lqr, policy, params)
+    assert np.all(np.asarray(finite))
+    np.testing.assert_allclose(costs, policy_rollout(lqr, policy, params)[2], rtol=1e-12)
+    weights, frozen = eqx.partition(policy, trainable(policy))
+    leaves, treedef = jax.tree.flatten(weights)
+    keys = jax.random.split(jax.random.key(13), len(leaves))
+    direction = jax.tree.unflatten(treedef, [jax.random.normal(k, a.shape, a.dtype)
+                                             for k, a in zip(keys, leaves, strict=True)])
+
+    def mean_cost(scale):
+        moved = jax.tree.map(lambda w, d: w + scale * d, weights, direction)
+        return float(np.mean(policy_rollout(lqr, eqx.combine(moved, frozen), params)[2]))
+
+    h = 1e-5
+    expected = (mean_cost(h) - mean_cost(-h)) / (2 * h)
+    got = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree.leaves(grad),
+                                                     jax.tree.leaves(direction), strict=True))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+    diverged = {"x0": jnp.concatenate([params["x0"], jnp.full((1, lqr.nx), 1e300)])}
+    grad_with, _, finite_with = closed_loop_gradient(lqr, policy, diverged)
+    np.testing.assert_array_equal(finite_with, [True] * 4 + [False])
+    for a, b in zip(jax.tree.leaves(grad_with), jax.tree.leaves(grad), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-300)
+
+
+def test_policy_gradient_steps_lower_the_closed_loop_cost_and_count_their_calls(lqr, tmp_path):
+    """PDDP with policy_gradient_steps: from the second iteration on (policy_gradient_after=1)
+    each iteration costs exactly G * 3 B T simulator calls more than Alg. 1, and on a fixed
+    batch the closed-loop steps lower its mean closed-loop cost."""
+    steps, batch = 3, 16
+    calls = {}
+    for g in (0, steps):
+        out = tmp_path / f"g{g}"
+        rlto.train(lqr, algo="pddp", seed=0, iterations=2, out=out, test_size=8,
+                   progress=False, policy_gradient_steps=g, policy_gradient_batch=batch,
+                   **TINY)
+        calls[g] = [int(r["sim_calls"]) for r in csv.DictReader(open(out / "metrics.csv"))]
+    assert calls[steps][0] == calls[0][0]  # the first iteration is Alg. 1's alone
+    assert calls[steps][1] - calls[0][1] == steps * 3 * batch * lqr.horizon
+    config = pddp.PddpConfig(**TINY, policy_gradient_steps=1)
+    state, _ = pddp.step(lqr, config, pddp.init(lqr, config, jax.random.key(14)))
+    params = {"x0": jnp.asarray(lqr.sample(jax.random.key(15), batch)["x0"])}
+    policy, opt_state = state.policy, state.closed_loop_opt_state
+    before = np.mean(policy_rollout(lqr, policy, params)[2])
+    for _ in range(10):
+        policy, opt_state, _, share = closed_loop_step(lqr, policy, opt_state, params, 1e-3)
+        assert float(share) == 1.0
+    assert np.mean(policy_rollout(lqr, policy, params)[2]) < 0.9 * before
+    with pytest.raises(ProblemError, match="policy_gradient_batch"):
+        pddp.PddpConfig(policy_gradient_batch=0)
+
+
+def test_resume_with_policy_gradient_steps_gives_identical_numbers(lqr, assert_resume_is_exact):
+    assert_resume_is_exact(lqr, "pddp", 3, ("sim_calls", "test_gap"), seed=4,
+                           policy_gradient_steps=2, policy_gradient_batch=8, **TINY)
+
+
+def test_closed_loop_only_after_stops_the_to_and_the_regression(lqr):
+    """After closed_loop_only_after iterations an iteration solves no TO and keeps the
+    supervised data: it costs exactly the G closed-loop steps' 3 B T calls each."""
+    config = pddp.PddpConfig(**TINY, policy_gradient_steps=2, policy_gradient_batch=8,
+                             closed_loop_only_after=1)
+    first, _ = pddp.step(lqr, config, pddp.init(lqr, config, jax.random.key(16)))
+    second, info = pddp.step(lqr, config, first)
+    assert int(second.iteration) == 2
+    assert int(second.to_iterations) == int(first.to_iterations)
+    assert int(second.sim_calls) - int(first.sim_calls) == 2 * 3 * 8 * lqr.horizon
+    np.testing.assert_array_equal(second.data["x"], first.data["x"])
+    assert info["closed_loop_finite"] == 1.0 and np.isfinite(info["closed_loop_cost"])
+    with pytest.raises(ProblemError, match="closed_loop_only_after"):
+        pddp.PddpConfig(closed_loop_only_after=3)

@@ -16,6 +16,7 @@ import optax
 
 import rlto
 from rlto import losses
+from rlto.evaluate import closed_loop_cost
 from rlto.nets import Policy, broadcast_params, make_policy, trainable, with_steps
 from rlto.problem import Problem, ProblemError
 from rlto.solver import Result, Status
@@ -135,6 +136,59 @@ def fit_policy(policy: Policy, opt_state, data: dict, key: jax.Array, loss_fn: C
         epoch, (weights, opt_state), jax.random.split(key, config.epochs)
     )
     return eqx.combine(weights, frozen), opt_state, parts[-1]
+
+
+def closed_loop_optimizer(learning_rate: float) -> optax.GradientTransformation:
+    """Adam for the first-order steps on the closed-loop cost (`closed_loop_step`); its own
+    state, apart from the regression's: the two objectives' gradients differ in scale."""
+    return optax.adam(learning_rate)
+
+
+def closed_loop_gradient(problem: Problem, policy: Policy, params: dict):
+    """The gradient of the mean closed-loop cost 1/B sum_i J(pi; beta_i) over the instances
+    params (B, ...) with respect to the policy's trainable weights, by reverse mode through the
+    differentiable simulator (3 B T simulator calls: a rollout that finds the finite instances,
+    the rollout of the gradient pass, and one dynamics VJP per step on the way back).
+
+    Instances whose rollout is not finite (an unstable policy on a chaotic system) are left out
+    of the mean, so that one diverged rollout cannot poison the step; should the gradient itself
+    overflow, it is zero and every instance is reported not finite (the step is skipped).
+    Returns (gradient: a pytree like the weights; costs (B,); finite (B,) bool)."""
+    weights, frozen = eqx.partition(policy, trainable(policy))
+
+    def costs_of(w, instances):
+        return jax.vmap(lambda one: closed_loop_cost(problem, eqx.combine(w, frozen), one))(
+            instances)
+
+    costs = costs_of(weights, params)
+    finite = jnp.isfinite(costs)
+    # The backward pass through an overflowed rollout puts NaN into every weight's gradient,
+    # even multiplied by a zero weight: swap those instances for a finite one, weighted 0.
+    index = jnp.where(finite, jnp.arange(finite.shape[0]), jnp.argmax(finite))
+    safe = jax.tree.map(lambda a: a[index], params)
+    share = finite / jnp.maximum(jnp.sum(finite), 1)
+    grad = jax.grad(lambda w: jnp.sum(share * costs_of(w, safe)))(weights)
+    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grad)]))
+    grad = jax.tree.map(lambda g: jnp.where(ok, g, 0.0), grad)
+    return grad, costs, finite & ok
+
+
+@eqx.filter_jit
+def closed_loop_step(problem: Problem, policy: Policy, opt_state, params: dict,
+                     learning_rate: float):
+    """One Adam step along `closed_loop_gradient` on the instances params (B, ...) (3 B T
+    simulator calls); with no finite instance the policy and optimizer state are returned
+    unchanged.
+    Returns (policy, opt_state, mean cost of the finite instances, their share)."""
+    grad, costs, finite = closed_loop_gradient(problem, policy, params)
+    weights, frozen = eqx.partition(policy, trainable(policy))
+    updates, new_opt_state = closed_loop_optimizer(learning_rate).update(grad, opt_state, weights)
+    any_finite = jnp.any(finite)
+    weights = jax.tree.map(lambda w, u: jnp.where(any_finite, w + u, w), weights, updates)
+    opt_state = jax.tree.map(lambda new, old: jnp.where(any_finite, new, old), new_opt_state,
+                             opt_state)
+    mean_cost = jnp.sum(jnp.where(finite, costs, 0.0)) / jnp.maximum(jnp.sum(finite), 1)
+    return eqx.combine(weights, frozen), opt_state, mean_cost, jnp.mean(finite)
 
 
 def new_policy(problem: Problem, config: LearningConfig, key: jax.Array) -> Policy:
