@@ -329,6 +329,10 @@ def test_closed_loop_only_after_stops_the_to_and_the_regression(lqr):
     assert int(second.to_iterations) == int(first.to_iterations)
     assert int(second.sim_calls) - int(first.sim_calls) == 2 * 3 * 8 * lqr.horizon
     np.testing.assert_array_equal(second.data["x"], first.data["x"])
+    moved = [np.any(np.asarray(a) != np.asarray(b)) for a, b in zip(
+        jax.tree.leaves(eqx.filter(second.policy, trainable(second.policy))),
+        jax.tree.leaves(eqx.filter(first.policy, trainable(first.policy))), strict=True)]
+    assert all(moved)
     assert info["closed_loop_finite"] == 1.0 and np.isfinite(info["closed_loop_cost"])
     with pytest.raises(ProblemError, match="closed_loop_only_after"):
         pddp.PddpConfig(closed_loop_only_after=3)

@@ -1,6 +1,7 @@
 """PDDP: projected DDP (seed 002, Sec. III, Alg. 1).
 
     for k = 1..M:
+        [k > K: only the G closed-loop steps at the end]       closed_loop_only_after = K > 0
         sample N problems beta_i                                (fresh each iteration)
         [H of them: the costliest policy rollouts of P draws]  hard_problems > 0
         U0 <- Rollout(pi_theta)                                 warm start from the policy
@@ -262,8 +263,7 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
         key, gradient_key = jax.random.split(key)  # only here: 0 steps keep Alg. 1's streams
         policy, closed_loop_opt_state, info = improve_closed_loop(
             problem, policy, closed_loop_opt_state, config, gradient_key)
-        calls += (config.policy_gradient_steps * 3 * config.policy_gradient_batch
-                  * problem.horizon)
+        calls += closed_loop_calls(problem, config)
     new_state = PddpState(
         policy=policy,
         opt_state=opt_state,
@@ -292,10 +292,15 @@ def closed_loop_only_step(problem: Problem, config: PddpConfig,
     key, gradient_key = jax.random.split(state.key)
     policy, closed_loop_opt_state, info = improve_closed_loop(
         problem, state.policy, state.closed_loop_opt_state, config, gradient_key)
-    calls = config.policy_gradient_steps * 3 * config.policy_gradient_batch * problem.horizon
     return state._replace(policy=policy, key=key, iteration=state.iteration + 1,
-                          sim_calls=state.sim_calls + calls,
+                          sim_calls=state.sim_calls + closed_loop_calls(problem, config),
                           closed_loop_opt_state=closed_loop_opt_state), info
+
+
+def closed_loop_calls(problem: Problem, config: PddpConfig) -> int:
+    """Simulator calls of one iteration's closed-loop steps: G steps of 3 B T each (the
+    screening rollout, the gradient pass's rollout and one dynamics VJP per step)."""
+    return config.policy_gradient_steps * 3 * config.policy_gradient_batch * problem.horizon
 
 
 def improve_closed_loop(problem: Problem, policy: Policy, opt_state, config: PddpConfig,
