@@ -2,6 +2,7 @@
 targets from the TO feedback law, the dual update and penalty growth, training on lqr, resume."""
 
 import csv
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,7 @@ def lqr():
 def test_penalty_value_and_gradient_equal_the_closed_form():
     rng = np.random.default_rng(0)
     target = rng.normal(size=(20, 2))
-    params = {"target": jnp.asarray(target), "rho": 2.5}
+    params = {"consensus_target": jnp.asarray(target), "consensus_rho": 2.5}
     x, u = jnp.asarray(rng.normal(size=4)), jnp.asarray(rng.normal(size=2))
     t = 7
     value = dpl.consensus_penalty(x, u, t, params, None)
@@ -40,13 +41,13 @@ def test_penalty_value_and_gradient_equal_the_closed_form():
 def test_linearized_penalty_value_and_gradient_equal_the_closed_form():
     rng = np.random.default_rng(3)
     T, nu, nx = 20, 2, 4
-    params = {"target": jnp.asarray(rng.normal(size=(T, nu))), "rho": 1.5,
-              "gain": jnp.asarray(rng.normal(size=(T, nu, nx))),
-              "anchor": jnp.asarray(rng.normal(size=(T, nx)))}
+    params = {"consensus_target": jnp.asarray(rng.normal(size=(T, nu))), "consensus_rho": 1.5,
+              "consensus_gain": jnp.asarray(rng.normal(size=(T, nu, nx))),
+              "consensus_anchor": jnp.asarray(rng.normal(size=(T, nx)))}
     x, u, t = jnp.asarray(rng.normal(size=nx)), jnp.asarray(rng.normal(size=nu)), 11
-    J = np.asarray(params["gain"][t])
-    diff = (np.asarray(u) - np.asarray(params["target"][t])
-            - J @ (np.asarray(x) - np.asarray(params["anchor"][t])))
+    J = np.asarray(params["consensus_gain"][t])
+    diff = (np.asarray(u) - np.asarray(params["consensus_target"][t])
+            - J @ (np.asarray(x) - np.asarray(params["consensus_anchor"][t])))
     value = dpl.linearized_consensus_penalty(x, u, t, params, None)
     np.testing.assert_allclose(float(value), 0.75 * diff @ diff, rtol=1e-12)
     gx, gu = jax.grad(dpl.linearized_consensus_penalty, argnums=(0, 1))(x, u, t, params, None)
@@ -59,7 +60,7 @@ def test_large_penalty_drives_controls_and_gains_to_the_target(lqr):
     gains K tend to 0 with the constant target, to the target's J with the linearized one."""
     params = lqr.sample(jax.random.key(0), 2)
     target = 0.3 * jnp.sin(jnp.arange(2 * 20 * 2.0).reshape(2, 20, 2))
-    base = {**params, "target": target, "rho": jnp.full(2, 1e6)}
+    base = {**params, "consensus_target": target, "consensus_rho": jnp.full(2, 1e6)}
     constant = rlto.solve(lqr, base, extra_cost=ExtraCost(running=dpl.consensus_penalty),
                           max_iter=50)
     assert constant.converged.all()
@@ -67,7 +68,8 @@ def test_large_penalty_drives_controls_and_gains_to_the_target(lqr):
     assert np.abs(constant.K).max() < 1e-3
     # J small enough that the controls stay inside the box |u| <= 1 (K rows at a bound are 0).
     gain = 0.05 * jnp.ones((2, 20, 2, 4))
-    linear = rlto.solve(lqr, {**base, "gain": gain, "anchor": constant.xs[:, :20]},
+    linear = rlto.solve(lqr, {**base, "consensus_gain": gain,
+                              "consensus_anchor": constant.xs[:, :20]},
                         extra_cost=ExtraCost(running=dpl.linearized_consensus_penalty),
                         init=(constant.xs, constant.us), max_iter=50)
     assert linear.converged.all() and np.abs(linear.us).max() < 0.95
@@ -166,3 +168,26 @@ def test_bad_dpl_options():
     with pytest.raises(ProblemError, match="noise_scale must be one of"):
         dpl.DplConfig(noise_scale="relative")
     assert dpl.DplConfig().sobolev == "none"
+
+
+def test_a_problem_parameter_named_like_a_penalty_one_is_kept_or_refused(tmp_path):
+    """DPL's OC-step parameters once were called "target", and overwrote ur5's reach target
+    (the run failed on its shape). A problem whose beta has a "target" now trains with DPL, and
+    with_penalty_params refuses a name clash instead of replacing the problem's parameter."""
+    from rlto.algorithms.common import with_penalty_params
+
+    base = rlto.make("lqr", horizon=10)
+
+    def sample(key, n):
+        return {**base.sample(key, n), "target": jnp.zeros((n, base.nx))}
+
+    def running_cost(x, u, t, params):
+        return base.running_cost(x - params["target"], u, t, params)
+
+    problem = dataclasses.replace(base, name="lqr_with_target", sample=sample,
+                                  running_cost=running_cost)
+    run = rlto.train(problem, algo="dpl", seed=0, iterations=1, out=tmp_path, test_size=4,
+                     progress=False, **TINY)
+    assert run.iterations == 1 and np.isfinite(run.evaluation["gap_percent"])
+    with pytest.raises(ProblemError, match="share names"):
+        with_penalty_params(problem, sample(jax.random.key(0), 2), target=jnp.zeros(2))

@@ -191,6 +191,19 @@ def closed_loop_step(problem: Problem, policy: Policy, opt_state, params: dict,
     return eqx.combine(weights, frozen), opt_state, mean_cost, jnp.mean(finite)
 
 
+def with_penalty_params(problem: Problem, params: dict, **penalty) -> dict:
+    """params (the problem's beta, N instances) plus an algorithm's penalty parameters for the OC
+    step's ExtraCost (multipliers, targets, ...). A penalty name that is also a parameter of the
+    problem would silently replace it (DPL's consensus target once overwrote ur5's reach
+    target): ProblemError instead."""
+    clash = sorted(set(penalty) & set(params))
+    if clash:
+        raise ProblemError(
+            f"{problem.name}: parameter(s) {clash} share names with the algorithm's penalty "
+            f"parameters {sorted(penalty)}; rename them in the problem's sampler.")
+    return {**params, **penalty}
+
+
 def new_policy(problem: Problem, config: LearningConfig, key: jax.Array) -> Policy:
     """The paper's policy class for `problem` with the config's width, time input and dtype."""
     return make_policy(problem, key, hidden=config.hidden, time_input=config.time_input,

@@ -54,6 +54,7 @@ from rlto.algorithms.common import (
     solve_from_each,
     to_problem,
     usable_solves,
+    with_penalty_params,
 )
 from rlto.evaluate import policy_rollout
 from rlto.nets import Policy, apply_policy, broadcast_params, set_normalization, with_steps
@@ -141,16 +142,19 @@ class DplState(NamedTuple):
 
 def consensus_penalty(x, u, t, params, shared):
     """rho/2 ||u - c_t||^2 with the constant target c_t = pi(xbar_t) - lambda_t/rho
-    (params["target"] (T, nu), params["rho"] ()); x enters nowhere: the policy is held fixed."""
-    diff = u - params["target"][t]
-    return 0.5 * params["rho"] * diff @ diff
+    (params["consensus_target"] (T, nu), params["consensus_rho"] ()); x enters nowhere: the
+    policy is held fixed."""
+    diff = u - params["consensus_target"][t]
+    return 0.5 * params["consensus_rho"] * diff @ diff
 
 
 def linearized_consensus_penalty(x, u, t, params, shared):
     """rho/2 ||u - c_t - J_t (x - xbar_t)||^2: the constant target plus the policy's Jacobian
-    J_t (params["gain"] (T, nu, nx)) at xbar_t (params["anchor"] (T, nx)), all held fixed."""
-    diff = u - params["target"][t] - params["gain"][t] @ (x - params["anchor"][t])
-    return 0.5 * params["rho"] * diff @ diff
+    J_t (params["consensus_gain"] (T, nu, nx)) at xbar_t (params["consensus_anchor"] (T, nx)),
+    all held fixed."""
+    anchor = params["consensus_anchor"][t]
+    diff = u - params["consensus_target"][t] - params["consensus_gain"][t] @ (x - anchor)
+    return 0.5 * params["consensus_rho"] * diff @ diff
 
 
 def dual_update(lam: jax.Array, rho, us: jax.Array, pi_us: jax.Array) -> jax.Array:
@@ -236,11 +240,14 @@ def step(problem: Problem, config: DplConfig, state: DplState) -> tuple[DplState
 
     # OC step: the penalty's target uses the policy at the previous iterate's states, fixed.
     target = apply_policy(policy, state.xs[:, :T], beta_steps) - state.lam / rho
-    oc_params = {**beta, "target": target, "rho": jnp.full(n, rho)}
+    oc_params = with_penalty_params(problem, beta, consensus_target=target,
+                                    consensus_rho=jnp.full(n, rho))
     penalty = consensus_penalty
     if config.target == "linearized":
         gain = losses.policy_jacobian(policy, state.xs[:, :T], beta_steps)
-        oc_params.update(gain=gain.astype(jnp.float64), anchor=state.xs[:, :T])
+        oc_params = with_penalty_params(problem, oc_params,
+                                        consensus_gain=gain.astype(jnp.float64),
+                                        consensus_anchor=state.xs[:, :T])
         penalty = linearized_consensus_penalty
     result = rlto.solve(
         to_problem(problem, config.constrained), oc_params, init=(state.xs, state.us),

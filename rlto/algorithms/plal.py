@@ -44,6 +44,7 @@ from rlto.algorithms.common import (
     solve_from_each,
     to_problem,
     usable_solves,
+    with_penalty_params,
 )
 from rlto.evaluate import policy_rollout
 from rlto.nets import (
@@ -353,15 +354,16 @@ def step(problem: Problem, config: PlalConfig, state: PlalState) -> tuple[PlalSt
     mu_t = state.mu
 
     # OC step (line 2).
-    oc_params = {**beta, "lam": state.lam, "mu": mu_t}
+    oc_params = with_penalty_params(problem, beta, lam=state.lam, mu=mu_t)
     if config.shooting == "single":
         derivatives = (single_shooting_penalty_derivatives
                        if config.oc_hessian == "gauss_newton" else None)
         extra = ExtraCost(running=single_shooting_penalty, shared=state.policy,
                           running_derivatives=derivatives)
     else:
-        oc_params.update(gamma=state.gamma, policy_x=state.policy_xs,
-                         policy_u=apply_policy(state.policy, state.policy_xs, beta_steps))
+        oc_params = with_penalty_params(
+            problem, oc_params, gamma=state.gamma, policy_x=state.policy_xs,
+            policy_u=apply_policy(state.policy, state.policy_xs, beta_steps))
         extra = ExtraCost(running=multiple_shooting_penalty)
     result = rlto.solve(
         to_problem(problem, config.constrained), oc_params, init=(state.xs, state.us),
