@@ -13,6 +13,11 @@ One episode is one instance of the Problem's OCP:
   `terminal_at_horizon`) and the last reward also carries -terminal_cost(x_T, beta).
 So the return of an episode is exactly minus the Problem's trajectory cost J of its controls
 (the tests check it against `Problem.trajectory_cost`).
+When a step's state or cost is not finite (the simulation diverged: ur5 driven at full torque
+spins up until its explicit integrator overflows), J is infinite: the episode ends there with
+terminated=True, reward -inf, the last finite state's observation and info["diverged"] True
+(`diverged_episodes` counts them). Learners that need finite rewards bound them
+(rlto.algorithms.baselines does).
 
 Observation (float32 Box, unbounded): the network input of rlto.nets.Policy, in its order: the
 non-angle state coordinates, (cos q, sin q) of each angle in `problem.angles`, then every sampled
@@ -56,6 +61,8 @@ ACTION_SCALE_DRAWS = 16
 """Instances solved by `estimate_action_scale`."""
 ACTION_SCALE_MARGIN = 1.5
 """Factor between the largest TO control and the estimated action scale."""
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""Observations saturate at +-this (they are float32; the state is float64)."""
 ENV_PREFIX = "rlto/"
 """Namespace of the registered ids: `rlto/<problem name>-v0`."""
 
@@ -229,6 +236,8 @@ class RltoEnv(gym.Env):
         self.x: np.ndarray | None = None
         self.t = 0
         self.params: dict[str, np.ndarray] | None = None
+        self.diverged = False
+        self.diverged_episodes = 0
 
     # Mapping between actions and controls.
     def control(self, action) -> np.ndarray:
@@ -247,12 +256,15 @@ class RltoEnv(gym.Env):
         """The action (nu,) float64 that `control` maps to u (nu,): (u - center) / half."""
         return (np.asarray(u, dtype=np.float64) - self.center) / self.half
 
-    def _obs(self) -> np.ndarray:
-        return observation(self.problem, self.x, self.params, self.t,
-                           self.time_feature).astype(np.float32)
+    def observe(self) -> np.ndarray:
+        """The observation (float32) of the current state and step."""
+        # A finite state beyond float32's range (a spinning-up robot) saturates rather than
+        # turning into inf.
+        return np.clip(observation(self.problem, self.x, self.params, self.t, self.time_feature),
+                       -FLOAT32_MAX, FLOAT32_MAX).astype(np.float32)
 
     def _info(self) -> dict:
-        return {"x": self.x.copy(), "t": self.t}
+        return {"x": self.x.copy(), "t": self.t, "diverged": self.diverged}
 
     # Gymnasium API.
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
@@ -262,9 +274,9 @@ class RltoEnv(gym.Env):
         key = jax.random.key(int(self.np_random.integers(0, 2**63 - 1)))
         params = {k: np.asarray(v, dtype=np.float64) for k, v in self._sample_fn(key).items()}
         params.update(self._checked_options(options))
-        self.params, self.t = params, 0
+        self.params, self.t, self.diverged = params, 0, False
         self.x = params["x0"].copy()
-        return self._obs(), self._info()
+        return self.observe(), self._info()
 
     def _checked_options(self, options: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
         if options is None:
@@ -300,17 +312,29 @@ class RltoEnv(gym.Env):
             raise gym.error.ResetNeeded(
                 f"the episode ended at the horizon T={self.problem.horizon}; call reset()."
             )
+        if self.diverged:
+            raise gym.error.ResetNeeded("the simulation diverged in this episode; call reset().")
         u = self.control(action)
         x_next, running, terminal = self._step_fn(self.x, u, self.t, self.params)
-        self.x = np.asarray(x_next, dtype=np.float64)
+        x_next = np.asarray(x_next, dtype=np.float64)
         self.t += 1
-        reward = -float(running)
         end = self.t == self.problem.horizon
-        if end:
-            reward -= float(terminal)
+        reward = -float(running) - (float(terminal) if end else 0.0)
+        if not (np.all(np.isfinite(x_next)) and np.isfinite(reward)):
+            # The explicit integrator overflowed (e.g. ur5 spun up by full torques): the
+            # trajectory cost is infinite. The episode ends here on the last finite state.
+            self.end_diverged()
+            return self.observe(), -np.inf, True, False, self._info()
+        self.x = x_next
         terminated = end and self.terminal_at_horizon
         truncated = end and not self.terminal_at_horizon
-        return self._obs(), reward, terminated, truncated, self._info()
+        return self.observe(), reward, terminated, truncated, self._info()
+
+    def end_diverged(self) -> None:
+        """Mark the current episode as diverged (counted; `step` refuses until `reset`).
+        `step` calls it on an overflow; a learner that bounds the state may call it too."""
+        self.diverged = True
+        self.diverged_episodes += 1
 
     # Snapshots, for checkpoints of learners that run mid-episode (rlto.algorithms.baselines).
     def get_state(self) -> dict:
@@ -322,12 +346,16 @@ class RltoEnv(gym.Env):
             "params": None if self.params is None else {k: v.copy() for k, v in
                                                         self.params.items()},
             "np_random": self.np_random.bit_generator.state,
+            "diverged": self.diverged,
+            "diverged_episodes": self.diverged_episodes,
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Restore a snapshot of `get_state`."""
         self.x, self.t, self.params = state["x"], int(state["t"]), state["params"]
         self.np_random.bit_generator.state = state["np_random"]
+        self.diverged = bool(state.get("diverged", False))
+        self.diverged_episodes = int(state.get("diverged_episodes", 0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import gc
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -66,3 +67,22 @@ def assert_resume_is_exact(tmp_path, assert_same_run):
         return resumed
 
     return check
+
+
+@pytest.fixture(scope="session")
+def exploding():
+    """make(horizon=10): a scalar system multiplied by 1e60 per step, x_t = 1e60^t from x0 = 1,
+    running cost x_t^2 + u^2, so the cost of step t = 3 (1e360) is the first number that
+    overflows, and x_6 the first state."""
+
+    def sample(key, n):
+        return {"x0": jnp.ones((n, 1))}
+
+    def make(horizon=10):
+        return rlto.Problem(name="exploding", nx=1, nu=1, horizon=horizon, dt=1.0,
+                            dynamics=lambda x, u, t, p: 1e60 * x + u,
+                            running_cost=lambda x, u, t, p: x @ x + u @ u,
+                            terminal_cost=lambda x, p: x @ x, u_lower=-1.0, u_upper=1.0,
+                            sample=sample)
+
+    return make

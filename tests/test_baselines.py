@@ -58,7 +58,7 @@ def test_sb3_defaults_are_the_installed_versions():
         # Every SB3 field of the config has a default, and the names exist in SB3.
         config = ALGORITHMS[algo][1]
         rlto_only = {"hidden", "activation", "time_input", "torch_threads", "n_envs",
-                     "reward_scale",
+                     "reward_scale", "reward_clip",
                      "action_scale", "rollouts_per_iteration", "episodes_per_iteration",
                      "action_noise_std"}
         for field in {f.name for f in baselines.dataclasses.fields(config)} - rlto_only:
@@ -262,3 +262,39 @@ def test_rewards_sb3_learns_from_are_scaled_costs(lqr):
     costs += 0.5 * np.einsum("ni,ij,nj->n", x, qf, x)
     default = baselines.default_reward_scale(lqr, env.unwrapped)
     assert default == pytest.approx(lqr.horizon / costs.mean(), rel=1e-9)
+
+
+def test_learning_rewards_are_bounded_and_divergence_costs_every_step_left(exploding):
+    problem = exploding(horizon=10)
+    # Normalised observations kept tiny: the simulation itself overflows, at the cost of
+    # step t = 3 (the env's 4th step).
+    env = baselines.make_env(problem, False, np.zeros(1), np.full(1, 1e300), np.ones(1),
+                             reward_scale=2.0, reward_clip=5.0)
+    env.reset(seed=0)
+    rewards = [env.step(np.zeros(1, np.float32))[1] for _ in range(3)]
+    assert rewards == [-2.0, -5.0, -5.0]  # 2 x (1, 1e120, 1e240), bounded below by -5
+    obs, reward, terminated, truncated, info = env.step(np.zeros(1, np.float32))
+    assert info["diverged"] and terminated and not truncated
+    assert reward == -5.0 * (10 - 4 + 1) and np.all(np.isfinite(obs))
+    # With unit normalisation the first state, 1e60, is beyond DIVERGED_OBSERVATION: the
+    # episode ends there, counted, and SB3 sees the last observation (x0 = 1).
+    env = baselines.make_env(problem, False, np.zeros(1), np.ones(1), np.ones(1),
+                             reward_scale=2.0, reward_clip=5.0)
+    env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(np.zeros(1, np.float32))
+    assert info["diverged"] and terminated and reward == -5.0 * 10
+    np.testing.assert_array_equal(obs, [1.0])
+    assert env.unwrapped.diverged_episodes == 1
+    with pytest.raises(ProblemError, match="reward_clip"):
+        baselines.SacConfig(reward_clip=0.0)
+
+
+def test_a_baseline_on_a_diverging_problem_learns_and_counts_diverged_episodes(exploding):
+    problem = exploding(horizon=5)
+    state = baselines.init(problem, baselines.SacConfig(episodes_per_iteration=30, **SMALL_NET),
+                           jax.random.key(0))
+    for _ in range(2):  # 2 x 30 x 5 env steps, past learning_starts: SB3 takes gradient steps
+        state, stats = baselines.step(problem, baselines.SacConfig(), state)
+    # x_1 = 1e60 is beyond DIVERGED_OBSERVATION: every episode ends diverged at its first step.
+    assert stats["diverged_episodes"] == 2 * 30 * 5 and stats["sb3_n_updates"] > 0
+    assert all(np.all(np.isfinite(leaf)) for leaf in _leaves(state.policy))

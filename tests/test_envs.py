@@ -240,3 +240,28 @@ def test_state_snapshot_restores_the_future(pendulum):
     env.set_state(snapshot)
     again = [env.step([0.1])[0] for _ in range(3)] + [env.reset()[0]]
     np.testing.assert_array_equal(np.array(later), np.array(again))
+
+
+def test_a_diverged_simulation_ends_the_episode_with_an_infinite_cost(exploding):
+    env = RltoEnv(exploding())
+    env.reset(seed=0)
+    rewards = []
+    for _ in range(3):
+        obs, reward, terminated, truncated, info = env.step([0.0])
+        rewards.append(reward)
+        assert not (terminated or truncated or info["diverged"])
+    np.testing.assert_allclose(rewards, [-1.0, -1e120, -1e240], rtol=1e-12)
+    obs, reward, terminated, truncated, info = env.step([0.0])
+    assert reward == -np.inf and terminated and not truncated and info["diverged"]
+    # The observation is the last finite state's, at the step reached.
+    assert info["t"] == 4 and info["x"][0] == pytest.approx(1e180, rel=1e-12)
+    assert np.all(np.isfinite(obs)) and env.diverged_episodes == 1
+    with pytest.raises(gym.error.ResetNeeded, match="diverged"):
+        env.step([0.0])
+    obs, info = env.reset()
+    assert not info["diverged"] and env.step([0.0])[1] == pytest.approx(-1.0)
+    # The count is part of the snapshot that checkpoints keep.
+    restored = RltoEnv(exploding())
+    restored.reset(seed=3)
+    restored.set_state(env.get_state())
+    assert restored.diverged_episodes == 1

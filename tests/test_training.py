@@ -16,6 +16,7 @@ from rlto import ProblemError
 from rlto.algorithms import pddp
 from rlto.algorithms.common import (
     closed_loop_gradient,
+    closed_loop_optimizer,
     closed_loop_step,
     control_authority,
     lower_cost,
@@ -260,8 +261,8 @@ def test_closed_loop_gradient_against_finite_differences_and_without_diverged_ro
     config = pddp.PddpConfig(**{**TINY, "policy_dtype": "float64"})
     policy = pddp.init(lqr, config, jax.random.key(11)).policy
     params = {"x0": jnp.asarray(lqr.sample(jax.random.key(12), 4)["x0"])}
-    grad, costs, finite = closed_loop_gradient(lqr, policy, params)
-    assert np.all(np.asarray(finite))
+    grad, costs, finite, calls = closed_loop_gradient(lqr, policy, params)
+    assert np.all(np.asarray(finite)) and int(calls) == 2 * 4 * lqr.horizon
     np.testing.assert_allclose(costs, policy_rollout(lqr, policy, params)[2], rtol=1e-12)
     weights, frozen = eqx.partition(policy, trainable(policy))
     leaves, treedef = jax.tree.flatten(weights)
@@ -280,15 +281,16 @@ def test_closed_loop_gradient_against_finite_differences_and_without_diverged_ro
     assert got == pytest.approx(expected, rel=1e-5)
 
     diverged = {"x0": jnp.concatenate([params["x0"], jnp.full((1, lqr.nx), 1e300)])}
-    grad_with, _, finite_with = closed_loop_gradient(lqr, policy, diverged)
+    grad_with, _, finite_with, calls = closed_loop_gradient(lqr, policy, diverged)
     np.testing.assert_array_equal(finite_with, [True] * 4 + [False])
+    assert int(calls) == 4 * 5 * lqr.horizon  # the gradient pass is redone without it
     for a, b in zip(jax.tree.leaves(grad_with), jax.tree.leaves(grad), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-300)
 
 
 def test_policy_gradient_steps_lower_the_closed_loop_cost_and_count_their_calls(lqr, tmp_path):
     """PDDP with policy_gradient_steps: from the second iteration on (policy_gradient_after=1)
-    each iteration costs exactly G * 3 B T simulator calls more than Alg. 1, and on a fixed
+    each iteration costs exactly G * 2 B T simulator calls more than Alg. 1, and on a fixed
     batch the closed-loop steps lower its mean closed-loop cost."""
     steps, batch = 3, 16
     calls = {}
@@ -299,14 +301,14 @@ def test_policy_gradient_steps_lower_the_closed_loop_cost_and_count_their_calls(
                    **TINY)
         calls[g] = [int(r["sim_calls"]) for r in csv.DictReader(open(out / "metrics.csv"))]
     assert calls[steps][0] == calls[0][0]  # the first iteration is Alg. 1's alone
-    assert calls[steps][1] - calls[0][1] == steps * 3 * batch * lqr.horizon
+    assert calls[steps][1] - calls[0][1] == steps * 2 * batch * lqr.horizon
     config = pddp.PddpConfig(**TINY, policy_gradient_steps=1)
     state, _ = pddp.step(lqr, config, pddp.init(lqr, config, jax.random.key(14)))
     params = {"x0": jnp.asarray(lqr.sample(jax.random.key(15), batch)["x0"])}
     policy, opt_state = state.policy, state.closed_loop_opt_state
     before = np.mean(policy_rollout(lqr, policy, params)[2])
     for _ in range(10):
-        policy, opt_state, _, share = closed_loop_step(lqr, policy, opt_state, params, 1e-3)
+        policy, opt_state, _, share, _ = closed_loop_step(lqr, policy, opt_state, params, 1e-3)
         assert float(share) == 1.0
     assert np.mean(policy_rollout(lqr, policy, params)[2]) < 0.9 * before
     with pytest.raises(ProblemError, match="policy_gradient_batch"):
@@ -315,19 +317,34 @@ def test_policy_gradient_steps_lower_the_closed_loop_cost_and_count_their_calls(
 
 def test_resume_with_policy_gradient_steps_gives_identical_numbers(lqr, assert_resume_is_exact):
     assert_resume_is_exact(lqr, "pddp", 3, ("sim_calls", "test_gap"), seed=4,
-                           policy_gradient_steps=2, policy_gradient_batch=8, **TINY)
+                           policy_gradient_steps=2, policy_gradient_batch=8,
+                           policy_gradient_half_life=3.0, **TINY)
+
+
+def test_closed_loop_step_size_halves_every_half_life():
+    """For a constant gradient Adam's bias-corrected step is exactly the step size, so the
+    k-th update is -lr 0.5^(k / half_life)."""
+    optimizer = closed_loop_optimizer(1e-3, half_life=10.0)
+    weights = {"w": jnp.zeros(3)}
+    state = optimizer.init(weights)
+    for k in range(25):
+        updates, state = optimizer.update({"w": jnp.array([2.0, -0.5, 1e-3])}, state, weights)
+        expected = 1e-3 * 0.5 ** (k / 10) * np.array([-1.0, 1.0, -1.0])
+        np.testing.assert_allclose(updates["w"], expected, rtol=1e-4)
+    with pytest.raises(ProblemError, match="policy_gradient_half_life"):
+        pddp.PddpConfig(policy_gradient_half_life=0.0)
 
 
 def test_closed_loop_only_after_stops_the_to_and_the_regression(lqr):
     """After closed_loop_only_after iterations an iteration solves no TO and keeps the
-    supervised data: it costs exactly the G closed-loop steps' 3 B T calls each."""
+    supervised data: it costs exactly the G closed-loop steps' 2 B T calls each."""
     config = pddp.PddpConfig(**TINY, policy_gradient_steps=2, policy_gradient_batch=8,
                              closed_loop_only_after=1)
     first, _ = pddp.step(lqr, config, pddp.init(lqr, config, jax.random.key(16)))
     second, info = pddp.step(lqr, config, first)
     assert int(second.iteration) == 2
     assert int(second.to_iterations) == int(first.to_iterations)
-    assert int(second.sim_calls) - int(first.sim_calls) == 2 * 3 * 8 * lqr.horizon
+    assert int(second.sim_calls) - int(first.sim_calls) == 2 * 2 * 8 * lqr.horizon
     np.testing.assert_array_equal(second.data["x"], first.data["x"])
     moved = [np.any(np.asarray(a) != np.asarray(b)) for a, b in zip(
         jax.tree.leaves(eqx.filter(second.policy, trainable(second.policy))),

@@ -10,7 +10,9 @@ so its run directory, metrics and test-set evaluation are those of every other a
         sim_calls += N                            one dynamics call per env step, no derivatives
 
 N is one PPO rollout (n_steps x n_envs, `rollouts_per_iteration` of them) or
-`episodes_per_iteration` episodes of T steps for the off-policy methods.
+`episodes_per_iteration` episodes of T steps for the off-policy methods. The metrics log
+carries SB3's training statistics and `diverged_episodes`, the episodes so far whose simulation
+overflowed (see `BaselineConfig.reward_clip`).
 
 The policy. The env's observation is the rlto Policy's raw input y (state features, conditioning
 parameters, and the step t with `time_input`); a fixed affine normalisation (y - mean) / scale
@@ -46,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import pickle
 import random
@@ -108,6 +111,11 @@ TORCH_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "elu": "ELU", "softplus": "
 """rlto.nets activation name -> torch.nn class name with the same function (torch's defaults:
 ELU alpha 1, Softplus beta 1, as jax.nn's)."""
 
+DIVERGED_OBSERVATION = 1e6
+"""A state whose normalised observation has a coordinate beyond +-this (a million standard
+deviations of the sampled states) ends the episode SB3 learns from as diverged: the
+networks' activations stay far from float32's overflow."""
+
 SB3_FOLDER = "sb3"
 """Subfolder of the run directory with the SB3 files of each checkpointed iteration."""
 
@@ -140,6 +148,14 @@ class BaselineConfig:
     normalises rewards (VecNormalize) for most tasks; a fixed factor does the same job while
     keeping the learning targets stationary and the resume exact. Raw costs here reach 1e4 per
     episode on lqr (Qf = 100), which stalled SAC's critic in a 90 s trial."""
+    reward_clip: float | None = None
+    """Lower bound R on one step's scaled reward (the learning signal only; rlto's metrics use
+    the true cost), and a diverged episode (rlto.envs: the simulation overflowed) ends with
+    -R for each step it had left. None: 10 T. With rewards of order one per step, ordinary
+    steps of the built-in problems stay above -3 T (zero and uniformly random actions, the
+    terminal step included), so the bound leaves them alone; ur5 at full torque spins up
+    to 1e3 rad/s (step costs of 1e4 T) and then overflows, which put NaN into SAC's and PPO's
+    networks within the first minutes."""
     time_input: bool = True
     """Observe the step t (0..T) and end episodes at the horizon as terminal (no bootstrapping
     past the terminal cost): the optimum of a finite-horizon problem depends on the time to go,
@@ -164,6 +180,12 @@ class BaselineConfig:
         if self.activation is not None and self.activation not in TORCH_ACTIVATIONS:
             raise ProblemError(
                 f"activation must be one of {sorted(TORCH_ACTIVATIONS)}, got {self.activation!r}."
+            )
+        if self.reward_clip is not None and not (math.isfinite(self.reward_clip)
+                                                 and self.reward_clip > 0):
+            raise ProblemError(
+                f"reward_clip must be a positive number (a bound on one step's scaled cost), "
+                f"got {self.reward_clip!r}."
             )
         if int(self.torch_threads) < 1:
             raise ProblemError(f"torch_threads must be >= 1, got {self.torch_threads}.")
@@ -284,13 +306,19 @@ def resolved_hyperparameters(problem: Problem, config: BaselineConfig) -> dict[s
 
 class ScaledEnv(gym.Wrapper):
     """What SB3 sees of an RltoEnv: observations (y - mean) / scale (float32, the rlto Policy's
-    normalisation) and rewards times reward_scale (learning targets of order one)."""
+    normalisation) and rewards times reward_scale (learning targets of order one), bounded
+    below by -reward_clip. A diverged step gets -reward_clip for it and for each step left to
+    the horizon, so that diverging is never cheaper than any clipped episode; diverged are the
+    steps whose simulation overflowed (reward -inf) and those whose normalised observation
+    leaves +-DIVERGED_OBSERVATION (then SB3 sees the last observation instead)."""
 
-    def __init__(self, env: gym.Env, mean: np.ndarray, scale: np.ndarray, reward_scale: float):
+    def __init__(self, env: gym.Env, mean: np.ndarray, scale: np.ndarray, reward_scale: float,
+                 reward_clip: float):
         super().__init__(env)
         self.mean = np.asarray(mean, dtype=np.float64)
         self.scale = np.asarray(scale, dtype=np.float64)
         self.reward_scale = float(reward_scale)
+        self.reward_clip = float(reward_clip)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, self.mean.shape, np.float32)
 
     def observation(self, observation):
@@ -301,19 +329,29 @@ class ScaledEnv(gym.Wrapper):
         return self.observation(observation), info
 
     def step(self, action):
+        before = self.env.unwrapped.observe()
         observation, reward, terminated, truncated, info = self.env.step(action)
-        return (self.observation(observation), self.reward_scale * reward, terminated, truncated,
-                info)
+        observation = self.observation(observation)
+        if not info["diverged"] and np.max(np.abs(observation)) > DIVERGED_OBSERVATION:
+            self.env.unwrapped.end_diverged()
+            info = {**info, "diverged": True}
+            observation, terminated, truncated = self.observation(before), True, False
+        if info["diverged"]:
+            steps_left = self.env.unwrapped.problem.horizon - info["t"] + 1
+            reward = -self.reward_clip * steps_left
+        else:
+            reward = max(self.reward_scale * reward, -self.reward_clip)
+        return observation, reward, terminated, truncated, info
 
 
 def make_env(problem: Problem, time_input: bool, mean: np.ndarray, scale: np.ndarray,
-             action_scale: np.ndarray, reward_scale: float) -> gym.Env:
+             action_scale: np.ndarray, reward_scale: float, reward_clip: float) -> gym.Env:
     """The environment a baseline trains on (see the module docstring); action_scale as in
     rlto.envs.action_map (the half-widths, given so that an unbounded problem's scale is
     estimated once, not once per copy)."""
     env = RltoEnv(problem, time_feature=time_input, terminal_at_horizon=time_input,
                   action_scale=action_scale)
-    return ScaledEnv(env, mean, scale, reward_scale)
+    return ScaledEnv(env, mean, scale, reward_scale, reward_clip)
 
 
 @functools.lru_cache(maxsize=32)
@@ -568,7 +606,7 @@ def _sb3_kwargs(algo: str, hp: dict, nu: int) -> dict:
     kwargs = dict(policy_kwargs=dict(net_arch=net_arch, activation_fn=activation))
     skip = {"hidden", "activation", "time_input", "torch_threads", "n_envs",
             "rollouts_per_iteration", "episodes_per_iteration", "action_noise_std",
-            "action_scale", "reward_scale"}
+            "action_scale", "reward_scale", "reward_clip"}
     kwargs.update({k: v for k, v in hp.items() if k not in skip})
     if "action_noise_std" in hp:
         kwargs["action_noise"] = NormalActionNoise(np.zeros(nu), hp["action_noise_std"] *
@@ -593,8 +631,10 @@ def init(problem: Problem, config: BaselineConfig, key: jax.Array) -> BaselineSt
     n_envs = hp.get("n_envs", 1)
     reward_scale = (default_reward_scale(problem, env) if config.reward_scale is None
                     else float(config.reward_scale))
+    reward_clip = (10.0 * problem.horizon if config.reward_clip is None
+                   else float(config.reward_clip))
     factory = functools.partial(make_env, problem, config.time_input, mean, scale, env.half,
-                                reward_scale)
+                                reward_scale, reward_clip)
     vec_env = DummyVecEnv([factory] * n_envs)
     model = _sb3_class(config.ALGO)("MlpPolicy", vec_env, seed=seed, device="cpu", verbose=0,
                                     **_sb3_kwargs(config.ALGO, hp, problem.nu))
@@ -656,4 +696,5 @@ def step(problem: Problem, config: BaselineConfig,
         to_iterations=state.to_iterations,
         session=session,
     )
-    return new_state, {"env_steps": session.steps, **stats}
+    diverged = sum(env.diverged_episodes for env in session.envs())
+    return new_state, {"env_steps": session.steps, "diverged_episodes": diverged, **stats}

@@ -138,57 +138,71 @@ def fit_policy(policy: Policy, opt_state, data: dict, key: jax.Array, loss_fn: C
     return eqx.combine(weights, frozen), opt_state, parts[-1]
 
 
-def closed_loop_optimizer(learning_rate: float) -> optax.GradientTransformation:
+def closed_loop_optimizer(learning_rate: float,
+                          half_life: float = math.inf) -> optax.GradientTransformation:
     """Adam for the first-order steps on the closed-loop cost (`closed_loop_step`); its own
-    state, apart from the regression's: the two objectives' gradients differ in scale."""
-    return optax.adam(learning_rate)
+    state, apart from the regression's: the two objectives' gradients differ in scale. The step
+    size halves every `half_life` steps (inf: constant); the count is in the state."""
+    if not math.isfinite(half_life):
+        return optax.adam(learning_rate)
+    return optax.adam(optax.exponential_decay(learning_rate, half_life, 0.5))
 
 
 def closed_loop_gradient(problem: Problem, policy: Policy, params: dict):
     """The gradient of the mean closed-loop cost 1/B sum_i J(pi; beta_i) over the instances
     params (B, ...) with respect to the policy's trainable weights, by reverse mode through the
-    differentiable simulator (3 B T simulator calls: a rollout that finds the finite instances,
-    the rollout of the gradient pass, and one dynamics VJP per step on the way back).
+    differentiable simulator: the rollout (B T simulator calls) and one dynamics VJP per step on
+    the way back (B T more).
 
     Instances whose rollout is not finite (an unstable policy on a chaotic system) are left out
-    of the mean, so that one diverged rollout cannot poison the step; should the gradient itself
-    overflow, it is zero and every instance is reported not finite (the step is skipped).
-    Returns (gradient: a pytree like the weights; costs (B,); finite (B,) bool)."""
+    of the mean, so that one diverged rollout cannot poison the step. The backward pass through
+    an overflowed rollout puts NaN into every weight's gradient even multiplied by a zero
+    weight, so then the gradient is taken again on a batch where those instances are swapped
+    for a finite one, weighted 0 (2 B T calls more). Should the gradient itself overflow, it
+    is zero and every instance is reported not finite (the step is skipped).
+    Returns (gradient: a pytree like the weights; costs (B,); finite (B,) bool; simulator
+    calls, 2 B T or 4 B T)."""
     weights, frozen = eqx.partition(policy, trainable(policy))
 
     def costs_of(w, instances):
         return jax.vmap(lambda one: closed_loop_cost(problem, eqx.combine(w, frozen), one))(
             instances)
 
-    costs = costs_of(weights, params)
+    costs, pullback = jax.vjp(lambda w: costs_of(w, params), weights)
     finite = jnp.isfinite(costs)
-    # The backward pass through an overflowed rollout puts NaN into every weight's gradient,
-    # even multiplied by a zero weight: swap those instances for a finite one, weighted 0.
-    index = jnp.where(finite, jnp.arange(finite.shape[0]), jnp.argmax(finite))
-    safe = jax.tree.map(lambda a: a[index], params)
     share = finite / jnp.maximum(jnp.sum(finite), 1)
-    grad = jax.grad(lambda w: jnp.sum(share * costs_of(w, safe)))(weights)
+    all_finite = jnp.all(finite)
+
+    def without_diverged(share):
+        index = jnp.where(finite, jnp.arange(finite.shape[0]), jnp.argmax(finite))
+        safe = jax.tree.map(lambda a: a[index], params)
+        return jax.grad(lambda w: jnp.sum(share * costs_of(w, safe)))(weights)
+
+    grad = jax.lax.cond(all_finite, lambda share: pullback(share)[0], without_diverged, share)
     ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grad)]))
     grad = jax.tree.map(lambda g: jnp.where(ok, g, 0.0), grad)
-    return grad, costs, finite & ok
+    calls = jnp.where(all_finite, 2, 4) * finite.shape[0] * problem.horizon
+    return grad, costs, finite & ok, calls
 
 
 @eqx.filter_jit
 def closed_loop_step(problem: Problem, policy: Policy, opt_state, params: dict,
-                     learning_rate: float):
-    """One Adam step along `closed_loop_gradient` on the instances params (B, ...) (3 B T
-    simulator calls); with no finite instance the policy and optimizer state are returned
-    unchanged.
-    Returns (policy, opt_state, mean cost of the finite instances, their share)."""
-    grad, costs, finite = closed_loop_gradient(problem, policy, params)
+                     learning_rate: float, half_life: float = math.inf):
+    """One Adam step along `closed_loop_gradient` on the instances params (B, ...), of
+    `closed_loop_optimizer(learning_rate, half_life)`; with no finite instance the policy and
+    optimizer state are returned unchanged.
+    Returns (policy, opt_state, mean cost of the finite instances, their share, simulator
+    calls)."""
+    grad, costs, finite, calls = closed_loop_gradient(problem, policy, params)
     weights, frozen = eqx.partition(policy, trainable(policy))
-    updates, new_opt_state = closed_loop_optimizer(learning_rate).update(grad, opt_state, weights)
+    optimizer = closed_loop_optimizer(learning_rate, half_life)
+    updates, new_opt_state = optimizer.update(grad, opt_state, weights)
     any_finite = jnp.any(finite)
     weights = jax.tree.map(lambda w, u: jnp.where(any_finite, w + u, w), weights, updates)
     opt_state = jax.tree.map(lambda new, old: jnp.where(any_finite, new, old), new_opt_state,
                              opt_state)
     mean_cost = jnp.sum(jnp.where(finite, costs, 0.0)) / jnp.maximum(jnp.sum(finite), 1)
-    return eqx.combine(weights, frozen), opt_state, mean_cost, jnp.mean(finite)
+    return eqx.combine(weights, frozen), opt_state, mean_cost, jnp.mean(finite), calls
 
 
 def with_penalty_params(problem: Problem, params: dict, **penalty) -> dict:

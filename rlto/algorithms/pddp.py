@@ -118,14 +118,18 @@ class PddpConfig(LearningConfig):
     policy_gradient_steps: int = 0
     """G: Adam steps per iteration, after the supervised fit, on the mean closed-loop cost
     1/B sum_j J(pi; beta_j) of B fresh draws, differentiated through the simulator
-    (`closed_loop_step`; 3 B T simulator calls each). 0: Alg. 1. Measured on ur5 (3 seeds, 5
-    minutes, the README's command with closed_loop_only_after=3 and G=20): test gap 13.3% [13.0,
-    14.6] and 1.95 mm, against 510% [440, 596] and 6.4 mm without; on pendulum the same steps
-    from a trained policy raise its gap (the swing-up's cost is not smooth in the policy)."""
+    (`closed_loop_step`; 2 B T simulator calls each, 4 B T with a diverged rollout). 0: Alg.
+    1. Measured on ur5 (3 seeds, 5 minutes, the README's command with closed_loop_only_after=3
+    and G=20): test gap 8.65% [8.52, 9.29] and 1.45 mm, against 510% [440, 596] and 6.4 mm
+    without; on pendulum the same steps from a trained policy raise its gap (the swing-up's
+    cost is not smooth in the policy)."""
     policy_gradient_batch: int = 128
     """B: fresh problem draws per closed-loop step."""
     policy_gradient_learning_rate: float = 3e-4
     """Adam step size of the closed-loop steps (their own Adam state)."""
+    policy_gradient_half_life: float = float("inf")
+    """Closed-loop steps over which their step size halves (counted over the run); inf: a
+    constant step."""
     policy_gradient_after: int = 1
     """Outer iterations of Alg. 1 alone before the closed-loop steps start (the first policy has
     seen no TO data, and its rollouts may diverge)."""
@@ -160,11 +164,13 @@ class PddpConfig(LearningConfig):
                                "needs policy_gradient_steps > 0 (the only work left after it); "
                                f"got {self.closed_loop_only_after} with policy_gradient_steps="
                                f"{self.policy_gradient_steps}.")
-        if int(self.policy_gradient_batch) < 1 or not self.policy_gradient_learning_rate > 0:
+        if (int(self.policy_gradient_batch) < 1 or not self.policy_gradient_learning_rate > 0
+                or not self.policy_gradient_half_life > 0):
             raise ProblemError("policy_gradient_batch must be a positive integer and "
-                               "policy_gradient_learning_rate positive, got "
-                               f"{self.policy_gradient_batch} and "
-                               f"{self.policy_gradient_learning_rate}.")
+                               "policy_gradient_learning_rate and policy_gradient_half_life "
+                               f"positive, got {self.policy_gradient_batch}, "
+                               f"{self.policy_gradient_learning_rate} and "
+                               f"{self.policy_gradient_half_life}.")
 
 
 class PddpState(NamedTuple):
@@ -194,7 +200,8 @@ def init(problem: Problem, config: PddpConfig, key: jax.Array) -> PddpState:
                            np.zeros((n, T, problem.nu)), empty, np.zeros(n, dtype=bool),
                            K=np.zeros((n, T, problem.nu, problem.nx)), control_weights=authority)
     data = jax.tree.map(lambda a: jnp.concatenate([a] * config.aggregate), rows)
-    closed_loop_opt_state = closed_loop_optimizer(config.policy_gradient_learning_rate).init(
+    closed_loop_opt_state = closed_loop_optimizer(
+        config.policy_gradient_learning_rate, config.policy_gradient_half_life).init(
         eqx.filter(policy, trainable(policy)))
     return PddpState(policy, opt_state, key, zero, zero, zero, data, closed_loop_opt_state)
 
@@ -263,7 +270,7 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
         key, gradient_key = jax.random.split(key)  # only here: 0 steps keep Alg. 1's streams
         policy, closed_loop_opt_state, info = improve_closed_loop(
             problem, policy, closed_loop_opt_state, config, gradient_key)
-        calls += closed_loop_calls(problem, config)
+        calls += info.pop("closed_loop_calls")
     new_state = PddpState(
         policy=policy,
         opt_state=opt_state,
@@ -292,30 +299,28 @@ def closed_loop_only_step(problem: Problem, config: PddpConfig,
     key, gradient_key = jax.random.split(state.key)
     policy, closed_loop_opt_state, info = improve_closed_loop(
         problem, state.policy, state.closed_loop_opt_state, config, gradient_key)
+    calls = info.pop("closed_loop_calls")
     return state._replace(policy=policy, key=key, iteration=state.iteration + 1,
-                          sim_calls=state.sim_calls + closed_loop_calls(problem, config),
+                          sim_calls=state.sim_calls + calls,
                           closed_loop_opt_state=closed_loop_opt_state), info
-
-
-def closed_loop_calls(problem: Problem, config: PddpConfig) -> int:
-    """Simulator calls of one iteration's closed-loop steps: G steps of 3 B T each (the
-    screening rollout, the gradient pass's rollout and one dynamics VJP per step)."""
-    return config.policy_gradient_steps * 3 * config.policy_gradient_batch * problem.horizon
 
 
 def improve_closed_loop(problem: Problem, policy: Policy, opt_state, config: PddpConfig,
                         key: jax.Array) -> tuple[Policy, optax.OptState, dict]:
     """config.policy_gradient_steps closed-loop steps (`closed_loop_step`), each on
-    config.policy_gradient_batch fresh draws. Returns the policy, the Adam state, and the last
-    step's mean closed-loop cost and share of finite rollouts (info)."""
-    cost, finite = np.nan, np.nan
+    config.policy_gradient_batch fresh draws. Returns the policy, the Adam state, and info: the
+    last step's mean closed-loop cost and share of finite rollouts, and the steps' simulator
+    calls (closed_loop_calls: 2 B T per step, 4 B T for a step with a diverged rollout)."""
+    cost, finite, calls = np.nan, np.nan, 0
     for draw_key in jax.random.split(key, config.policy_gradient_steps):
         params = problem.sample(draw_key, config.policy_gradient_batch)
         params = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in params.items()}
-        policy, opt_state, cost, finite = closed_loop_step(
-            problem, policy, opt_state, params, config.policy_gradient_learning_rate)
+        policy, opt_state, cost, finite, step_calls = closed_loop_step(
+            problem, policy, opt_state, params, config.policy_gradient_learning_rate,
+            config.policy_gradient_half_life)
+        calls += int(step_calls)
     return policy, opt_state, {"closed_loop_cost": float(cost),
-                               "closed_loop_finite": float(finite)}
+                               "closed_loop_finite": float(finite), "closed_loop_calls": calls}
 
 
 def with_hard_problems(problem: Problem, policy: Policy, config: PddpConfig, params: dict,
