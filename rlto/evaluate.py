@@ -72,10 +72,11 @@ test_params.__test__ = False  # not a test, for pytest modules that import it
 _trace_count = 0
 
 
-def _rollout_one(problem: Problem, policy: Policy, params, remat: bool = False):
+def _rollout_one(problem: Problem, policy: Policy, params):
     """Closed-loop rollout of one instance: xs (T+1, nx), us (T, nu), cost, violation, error,
-    clipped share. remat: recompute each step's linearisation on the way back in reverse mode
-    instead of keeping it (see `closed_loop_cost`); no effect on the values."""
+    clipped share. Reverse mode through it (`closed_loop_cost`) recomputes each step's
+    linearisation on the way back (jax.checkpoint) instead of keeping all T, as
+    Problem.rollout does; values and forward passes are unaffected."""
     lower = jnp.asarray(problem.u_lower)
     upper = jnp.asarray(problem.u_upper)
     x0 = jnp.asarray(params["x0"], dtype=jnp.float64)
@@ -94,8 +95,7 @@ def _rollout_one(problem: Problem, policy: Policy, params, remat: bool = False):
         x_next = problem.dynamics(x, u, t, params)
         return x_next, (x_next, u, jnp.mean((raw != u).astype(x.dtype)))
 
-    _, (xs, us, clipped) = jax.lax.scan(jax.checkpoint(step) if remat else step, x0,
-                                        jnp.arange(problem.horizon))
+    _, (xs, us, clipped) = jax.lax.scan(jax.checkpoint(step), x0, jnp.arange(problem.horizon))
     xs = jnp.concatenate([x0[None], xs])
     cost = problem.trajectory_cost(xs, us, params)
     return (
@@ -117,7 +117,7 @@ def closed_loop_cost(problem: Problem, policy: Policy, params) -> jax.Array:
     Each step is rematerialised on the way back (jax.checkpoint): kept, the linearisations of
     all T steps (on ur5 the dynamics' 12 x 18 Jacobian per state) are more memory traffic than
     computing each again: a closed-loop step on ur5 (128 instances) takes 0.21 s instead of 0.39."""
-    return _rollout_one(problem, policy, params, remat=True)[2]
+    return _rollout_one(problem, policy, params)[2]
 
 
 def _violation_one(problem: Problem, xs, us, params):
