@@ -457,15 +457,13 @@ def run_eval(args: argparse.Namespace) -> int:
     """Evaluate a run's policy on its problem's test set."""
     import rlto
     from rlto.evaluate import test_params
-    from rlto.problem import ProblemError
+    from rlto.problem import ProblemError, remake
 
     config_path = args.run_dir / "config.json"
     if not config_path.exists():
         raise ProblemError(f"{args.run_dir} has no config.json; pass a directory of `rlto train`.")
     config = json.loads(config_path.read_text())
-    fields = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in (config.get("problem_config") or {}).items()}
-    problem = rlto.make(config["problem"], **fields)
+    problem = remake(config["problem"], config.get("problem_config"))
     policy = rlto.load_policy(args.run_dir)
     params = test_params(problem, m=config.get("test_size", 100))
     report = rlto.evaluate(problem, policy, params)

@@ -9,12 +9,16 @@ squashed by tanh into the control box [u_min, u_max]. Here, per control j,
     u_j = z_j                                                 both bounds infinite (linear)
 
 The network input y is the state x (nx,), with each angle coordinate (Problem.angles) replaced
-by its cos and sin, followed by the flattened conditioning parameters (e.g. a target), in the
-order of `param_keys`. A time-varying policy pi(x, beta, t) has the
-reserved key TIME_KEY ("t", the step index 0..T-1, shape ()) among them: the optimal control of a
-finite-horizon problem depends on the time to go, so a stationary policy cannot match it near the
-horizon (on `pendulum` the optimum times its arrival upright to the end). Rollouts and datasets
-always pass params[TIME_KEY] (`at_step`, `with_steps`); a stationary policy ignores it.
+by its cos and sin, then (with `make_policy(task_input=True)`) the task-space offset
+p(x) - p*(beta) of Problem.position and Problem.target, then the flattened conditioning
+parameters (e.g. a target), in the order of `param_keys`. The offset is a function of x and beta
+that the network could learn, but on a robot it is the forward kinematics, which a small MLP
+learns only roughly, and the reaching precision rests on it. A time-varying policy
+pi(x, beta, t) has the reserved key TIME_KEY ("t", the step index 0..T-1, shape ()) among its
+param_keys: the optimal control of a finite-horizon problem depends on the time to go, so a
+stationary policy cannot match it near the horizon (on `pendulum` the optimum times its arrival
+upright to the end). Rollouts and datasets always pass params[TIME_KEY] (`at_step`,
+`with_steps`); a stationary policy ignores it.
 `mean` and `scale` (d,) are stored arrays but not
 trained: `__call__` stops their gradient, and `trainable(policy)` is the filter spec that leaves
 them out of an optimiser's state:
@@ -25,7 +29,9 @@ them out of an optimiser's state:
 `policy(x, params) -> u` evaluates ONE instance (vmappable); `apply_policy(policy, xs, params)`
 evaluates a batch with any leading shape, broadcasting per-instance parameters over time.
 `save_policy(dir, policy)` writes `policy.json` (architecture) and `policy.eqx` (equinox leaves);
-`load_policy(dir)` rebuilds the skeleton from the JSON alone, so no Problem is needed.
+`load_policy(dir)` rebuilds the skeleton from the JSON alone, so no Problem is needed, except
+for a task-input policy, whose JSON names the built-in problem (and its settings) whose
+position and target it evaluates; pass `problem=` for one that is not built in.
 """
 
 from __future__ import annotations
@@ -33,13 +39,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rlto.problem import ProblemError, config_fields, remake
 
 TIME_KEY = "t"
 """Reserved parameter key of the time step index t (float, shape ()) given to time-varying
@@ -95,6 +103,13 @@ class Policy(eqx.Module):
     """Floating dtype name of weights and outputs ("float64" by default)."""
     angles: tuple[int, ...] = eqx.field(static=True)
     """State indices that are angles: the input has (cos, sin) of each instead (Problem.angles)."""
+    task_size: int = eqx.field(static=True)
+    """k, the size of the task-space offset in the input (0: no task input)."""
+    task_offset: Callable | None = eqx.field(static=True)
+    """(x (nx,), conditioning params) -> (k,), p(x) - p*(beta); None without task input."""
+    task_problem: tuple[str, str] = eqx.field(static=True)
+    """(problem name, JSON of its config fields) from which `load_policy` rebuilds task_offset;
+    ("", "") without task input."""
 
     def __init__(
         self,
@@ -112,8 +127,13 @@ class Policy(eqx.Module):
         in_scale: Any = None,
         dtype: Any = jnp.float64,
         angles: Sequence[int] = (),
+        task_offset: Callable | None = None,
+        task_size: int = 0,
+        task_problem: tuple[str, str] = ("", ""),
     ):
-        """A freshly initialised policy. Bounds are scalars or (nu,); mean/scale default 0/1."""
+        """A freshly initialised policy. Bounds are scalars or (nu,); mean/scale default 0/1.
+
+        task_offset, task_size, task_problem: the task-space input (see `make_policy`)."""
         self.nx, self.nu = int(nx), int(nu)
         self.hidden = tuple(int(h) for h in hidden)
         if self.nx < 1 or self.nu < 1 or any(h < 1 for h in self.hidden):
@@ -151,6 +171,14 @@ class Policy(eqx.Module):
             self.angles
         ):
             raise ValueError(f"angles must be distinct indices in [0, {self.nx}), got {angles}.")
+        self.task_size = int(task_size)
+        if (task_offset is None) != (self.task_size == 0) or self.task_size < 0:
+            raise ValueError(
+                f"a task input needs both task_offset and task_size >= 1, and no task input "
+                f"neither; got task_offset={task_offset!r}, task_size={task_size}."
+            )
+        self.task_offset = task_offset
+        self.task_problem = (str(task_problem[0]), str(task_problem[1]))
         self.dtype = jnp.dtype(dtype).name
         d = self.input_size
         sizes = (d, *self.hidden, self.nu)
@@ -165,8 +193,9 @@ class Policy(eqx.Module):
 
     @property
     def input_size(self) -> int:
-        """d = nx + one per angle (cos and sin replace it) + size of the conditioning params."""
-        return self.nx + len(self.angles) + sum(math.prod(s) for s in self.param_shapes)
+        """d = nx + one per angle (cos and sin replace it) + task offset + conditioning params."""
+        params_size = sum(math.prod(s) for s in self.param_shapes)
+        return self.nx + len(self.angles) + self.task_size + params_size
 
     def state_features(self, xs: jax.Array) -> jax.Array:
         """The state part of the input: xs (..., nx) -> (..., nx + len(angles)), the non-angle
@@ -191,9 +220,9 @@ class Policy(eqx.Module):
                 f"policy expects one state x of shape ({self.nx},), got {x.shape}; for a batch "
                 "use jax.vmap(policy) or rlto.nets.apply_policy."
             )
-        if not self.param_keys:
+        if not self.param_keys and self.task_offset is None:
             return self.state_features(x)
-        parts = [self.state_features(x)]
+        beta = {}
         for k, shape in zip(self.param_keys, self.param_shapes, strict=True):
             if params is None or k not in params:
                 have = "None" if params is None else sorted(params)
@@ -212,8 +241,22 @@ class Policy(eqx.Module):
                     f"params[{k!r}] has shape {value.shape}; the policy takes one instance's "
                     f"{shape}. For a batch use jax.vmap(policy) or rlto.nets.apply_policy."
                 )
-            parts.append(value.reshape(-1))
+            beta[k] = value
+        parts = [self.state_features(x)]
+        if self.task_offset is not None:
+            parts.append(self.task_features(x, beta))
+        parts += [beta[k].reshape(-1) for k in self.param_keys]
         return jnp.concatenate(parts)
+
+    def task_features(self, xs: jax.Array, beta: Mapping[str, jax.Array]) -> jax.Array:
+        """The task part of the input: p(x) - p*(beta) (..., k) for states xs (..., nx) and the
+        conditioning params beta already broadcast to (..., *shape) (`broadcast_params`)."""
+        batch = xs.shape[:-1]
+        flat_x = xs.reshape(-1, self.nx)
+        m = flat_x.shape[0]
+        flat_beta = {k: v.reshape((m, *v.shape[len(batch) :])) for k, v in beta.items()}
+        offset = jax.vmap(self.task_offset)(flat_x, flat_beta)
+        return jnp.asarray(offset, self.dtype).reshape(batch + (self.task_size,))
 
     def forward(self, y: jax.Array) -> jax.Array:
         """u (nu,) from the raw input y (d,): normalise, MLP, squash into the bounds."""
@@ -259,6 +302,8 @@ class Policy(eqx.Module):
             "param_shapes": [list(s) for s in self.param_shapes],
             "dtype": self.dtype,
             "angles": list(self.angles),
+            "task_size": self.task_size,
+            "task_problem": list(self.task_problem),
         }
 
 
@@ -270,6 +315,7 @@ def make_policy(
     *,
     param_keys: Sequence[str] | None = None,
     time_input: bool = False,
+    task_input: bool = False,
     activation: str = "relu",
     dtype: Any = jnp.float64,
 ) -> Policy:
@@ -277,6 +323,8 @@ def make_policy(
 
     param_keys: parameters to condition on; None takes every sampled entry except "x0", sorted.
     time_input: also condition on the time step (TIME_KEY, appended last): pi(x, beta, t).
+    task_input: also give it the task-space offset p(x) - p*(beta) (Problem.position minus
+    Problem.target, which may read only the param_keys), e.g. ur5's flange-to-target vector.
     normalization: (mean (d,), scale (d,)), or None to compute it from NORMALIZATION_DRAWS draws
     of `problem.sample` (see `fit_normalization`: the x part from the initial states).
     """
@@ -298,6 +346,7 @@ def make_policy(
         # Spread the draws' times evenly over 0..T-1 so the default normalisation covers them.
         m = np.shape(reference["x0"])[0]
         reference = {**reference, TIME_KEY: np.arange(m) % problem.horizon}
+    task = task_input_fields(problem, param_keys, reference) if task_input else {}
     policy = Policy(
         problem.nx,
         problem.nu,
@@ -310,12 +359,47 @@ def make_policy(
         activation=activation,
         dtype=dtype,
         angles=problem.angles,
+        **task,
     )
     if normalization is None:
         normalization = fit_normalization(
             policy_inputs(policy, jnp.asarray(reference["x0"]), reference)
         )
     return policy.with_normalization(*normalization)
+
+
+def task_offset_function(problem) -> Callable:
+    """(x (nx,), params) -> p(x) - p*(params): the task-space offset of `problem` (which needs
+    Problem.position and Problem.target)."""
+    if problem.position is None or problem.target is None:
+        raise ProblemError(
+            f"{problem.name}: a task input needs Problem.position and Problem.target (the "
+            "task-space point and where it should end); this problem lacks "
+            f"{'position' if problem.position is None else 'target'}. Use task_input=False."
+        )
+    position, target = problem.position, problem.target
+
+    def offset(x, params):
+        return jnp.ravel(position(x, params) - target(params))
+
+    return offset
+
+
+def task_input_fields(problem, param_keys: Sequence[str], reference: Mapping) -> dict:
+    """Policy's task_offset, task_size and task_problem for `problem`; checks on one sampled
+    instance that the offset needs no parameter outside param_keys."""
+    offset = task_offset_function(problem)
+    x0 = jnp.asarray(reference["x0"][0])
+    beta = {k: jnp.asarray(reference[k][0]) for k in param_keys if k != TIME_KEY}
+    try:
+        shape = jax.eval_shape(offset, x0, beta).shape
+    except KeyError as err:
+        raise ProblemError(
+            f"{problem.name}: its position or target reads params[{err.args[0]!r}], which the "
+            f"policy is not conditioned on (param_keys={tuple(param_keys)}); add it to param_keys."
+        ) from None
+    spec = (problem.name, json.dumps(config_fields(problem), sort_keys=True))
+    return {"task_offset": offset, "task_size": math.prod(shape), "task_problem": spec}
 
 
 def fit_normalization(inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -399,8 +483,10 @@ def policy_inputs(
     xs = jnp.asarray(xs, policy.dtype)
     batch = xs.shape[:-1]
     beta = broadcast_params(policy, params, batch)
-    params_part = [beta[k].reshape(batch + (-1,)) for k in policy.param_keys]
-    parts = [policy.state_features(xs), *params_part]
+    parts = [policy.state_features(xs)]
+    if policy.task_offset is not None:
+        parts.append(policy.task_features(xs, beta))
+    parts += [beta[k].reshape(batch + (-1,)) for k in policy.param_keys]
     return jnp.concatenate(parts, axis=-1)
 
 
@@ -422,8 +508,12 @@ def save_policy(path_dir: str | os.PathLike, policy: Policy) -> None:
     eqx.tree_serialise_leaves(os.path.join(path_dir, POLICY_LEAVES), policy)
 
 
-def load_policy(path_dir: str | os.PathLike) -> Policy:
-    """The policy saved by `save_policy` in path_dir, exactly (no Problem needed)."""
+def load_policy(path_dir: str | os.PathLike, problem=None) -> Policy:
+    """The policy saved by `save_policy` in path_dir, exactly.
+
+    problem: only for a task-input policy of a problem that is not built in (the JSON names a
+    built-in problem and its settings, and load_policy rebuilds it), the Problem whose position
+    and target the policy evaluates."""
     json_path = os.path.join(path_dir, POLICY_JSON)
     leaves_path = os.path.join(path_dir, POLICY_LEAVES)
     for path in (json_path, leaves_path):
@@ -439,6 +529,19 @@ def load_policy(path_dir: str | os.PathLike) -> Policy:
             f"{json_path} is not an {_FORMAT} version {_VERSION} file "
             f"(format={arch.get('format')!r}, version={arch.get('version')!r})."
         )
+    task = {}
+    if arch.get("task_size", 0):
+        name, fields = arch["task_problem"]
+        if problem is None:
+            try:
+                problem = remake(name, json.loads(fields))
+            except ProblemError as err:
+                raise ProblemError(
+                    f"{json_path}: the policy takes the task-space offset of problem {name!r}, "
+                    f"which could not be rebuilt ({err}); pass load_policy(..., problem=...)."
+                ) from None
+        task = {"task_offset": task_offset_function(problem), "task_size": arch["task_size"],
+                "task_problem": (name, fields)}
     skeleton = Policy(
         arch["nx"],
         arch["nu"],
@@ -451,6 +554,7 @@ def load_policy(path_dir: str | os.PathLike) -> Policy:
         activation=arch["activation"],
         dtype=arch["dtype"],
         angles=arch.get("angles", ()),
+        **task,
     )
     return eqx.tree_deserialise_leaves(leaves_path, skeleton)
 

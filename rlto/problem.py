@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -329,6 +330,25 @@ def make(name: str, **options) -> Problem:
             f"unknown problem {name!r}.{hint} Known problems: {', '.join(sorted(_REGISTRY))}."
         )
     return _REGISTRY[name][0](**options)
+
+
+def config_fields(problem: Problem) -> dict:
+    """The problem's resolved settings as JSON-ready fields (tuples as lists), {} if it has none:
+    what `remake(problem.name, fields)` rebuilds a built-in problem from."""
+    config = problem.config
+    if not (dataclasses.is_dataclass(config) and not isinstance(config, type)):
+        return {}
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def remake(name: str, fields: dict | None) -> Problem:
+    """The built-in problem `name` with settings `fields` as read back from JSON (lists become
+    the tuples the configs hold), e.g. from a run's config.json or a saved policy."""
+    return make(name, **{k: _as_tuples(v) for k, v in (fields or {}).items()})
+
+
+def _as_tuples(value):
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def _load_builtins() -> None:

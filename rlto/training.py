@@ -193,7 +193,10 @@ def _progress(enabled: bool, title: str, total: int | None):
         yield _Bar(bar, bar.add_task("starting", total=total))
 
 
-def load_policy(run_dir: str | os.PathLike) -> Policy:
-    """The policy of a training run directory (or of a directory written by save_policy)."""
+def load_policy(run_dir: str | os.PathLike, problem: Problem | None = None) -> Policy:
+    """The policy of a training run directory (or of a directory written by save_policy).
+
+    problem: needed only for a task-input policy of a problem that is not built in
+    (rlto.nets.load_policy)."""
     inner = os.path.join(run_dir, "policy")
-    return _load_policy_dir(inner if os.path.isdir(inner) else run_dir)
+    return _load_policy_dir(inner if os.path.isdir(inner) else run_dir, problem=problem)

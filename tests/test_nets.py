@@ -502,3 +502,45 @@ def test_sobolev_gain_cap_weighs_large_gains_relative(reach, policy):
             float(term(None)), rel=1e-12)
     with pytest.raises(rlto.ProblemError, match="sobolev_gain_cap must be positive"):
         LearningConfig(sobolev_gain_cap=0.0)
+
+
+def test_task_input_is_the_offset_from_the_target_and_survives_save_load(tmp_path):
+    arm = rlto.make("double_pendulum")
+    pol = nets.make_policy(arm, jax.random.key(6), hidden=(8,), time_input=True, task_input=True)
+    k = np.size(arm.target({}))
+    assert pol.task_size == k and pol.input_size == arm.nx + len(arm.angles) + k + 1
+    params = arm.sample(jax.random.key(7), 5)
+    one = nets.at_step({kk: v[2] for kk, v in params.items()}, 3)
+    x = params["x0"][2]
+    y = pol.input(x, one)
+    start = arm.nx + len(arm.angles)
+    np.testing.assert_allclose(y[start : start + k], arm.position(x, one) - arm.target(one),
+                               rtol=0, atol=1e-14)
+    # The batched inputs are the single-instance ones.
+    steps = nets.with_steps(params, 5, arm.horizon)
+    xs = jnp.broadcast_to(params["x0"][:, None], (5, arm.horizon, arm.nx))
+    np.testing.assert_allclose(nets.policy_inputs(pol, xs, steps)[2, 3], y, rtol=0, atol=1e-14)
+    nets.save_policy(tmp_path, pol)
+    loaded = nets.load_policy(tmp_path)  # the JSON names the built-in problem: no Problem needed
+    assert loaded.task_size == k and loaded.task_problem == pol.task_problem
+    np.testing.assert_array_equal(loaded(x, one), pol(x, one))
+
+
+def test_task_input_needs_position_and_target_and_rebuilds_custom_problems(tmp_path):
+    bare = target_problem()
+    with pytest.raises(rlto.ProblemError, match="position"):
+        nets.make_policy(bare, jax.random.key(0), task_input=True)
+    reach = dataclasses.replace(bare, position=lambda x, params: x,
+                                target=lambda params: params["target"])
+    with pytest.raises(rlto.ProblemError, match="param_keys"):
+        nets.make_policy(reach, jax.random.key(0), param_keys=(), task_input=True)
+    pol = nets.make_policy(reach, jax.random.key(0), hidden=(8,), task_input=True)
+    params = reach.sample(jax.random.key(1), 4)
+    y = jax.vmap(pol.input)(params["x0"], params)
+    np.testing.assert_allclose(y[:, 2:4], params["x0"] - params["target"], rtol=0, atol=1e-14)
+    nets.save_policy(tmp_path, pol)
+    with pytest.raises(rlto.ProblemError, match="problem="):
+        nets.load_policy(tmp_path)  # "reach" is not a built-in problem
+    loaded = nets.load_policy(tmp_path, problem=reach)
+    np.testing.assert_array_equal(jax.vmap(loaded)(params["x0"], params),
+                                  jax.vmap(pol)(params["x0"], params))

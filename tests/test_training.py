@@ -67,6 +67,18 @@ def test_resume_after_kill_gives_identical_numbers(lqr, assert_resume_is_exact):
     assert_resume_is_exact(lqr, "pddp", 3, ("sim_calls", "test_gap"), seed=3, **TINY)
 
 
+def test_task_input_run_resumes_exactly_and_reloads_from_its_directory(lqr,
+                                                                      assert_resume_is_exact):
+    run = assert_resume_is_exact(lqr, "pddp", 2, ("sim_calls", "test_gap"), seed=4,
+                                 task_input=True, policy_gradient_steps=2, **TINY)
+    assert run.policy.task_size == 2  # lqr's p(x) - p* is the 2-D position
+    loaded = rlto.load_policy(run.out)  # rebuilds lqr with horizon 20 from policy.json
+    params = lqr.sample(jax.random.key(1), 3)
+    steps = {**params, "t": jnp.full(3, 5.0)}
+    np.testing.assert_array_equal(jax.vmap(loaded)(params["x0"], steps),
+                                  jax.vmap(run.policy)(params["x0"], steps))
+
+
 def test_bad_training_options_are_reported(lqr, tmp_path):
     with pytest.raises(ProblemError, match="unknown algorithm 'ppdp'"):
         rlto.train(lqr, algo="ppdp", iterations=1, out=tmp_path)

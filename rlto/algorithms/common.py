@@ -52,6 +52,10 @@ class LearningConfig:
     """Give the policy the time step: pi(x, beta, t). The optimum of a finite-horizon problem
     depends on the time to go (on `pendulum` it times its arrival upright to the horizon), which
     a stationary policy cannot match; False trains seed 002's stationary pi(x, beta)."""
+    task_input: bool = False
+    """Also give the policy the task-space offset p(x) - p*(beta) (Problem.position minus
+    Problem.target; ur5: the flange's vector to its target), which it would otherwise have to
+    learn as forward kinematics. Needs a problem with both."""
     policy_dtype: str = "float32"
     """Floating type of the policy's weights: "float32" (about 4x faster learning steps on a CPU
     than float64, and precise enough for gaps of 1e-3) or "float64"."""
@@ -221,7 +225,7 @@ def with_penalty_params(problem: Problem, params: dict, **penalty) -> dict:
 def new_policy(problem: Problem, config: LearningConfig, key: jax.Array) -> Policy:
     """The paper's policy class for `problem` with the config's width, time input and dtype."""
     return make_policy(problem, key, hidden=config.hidden, time_input=config.time_input,
-                       dtype=config.policy_dtype)
+                       task_input=config.task_input, dtype=config.policy_dtype)
 
 
 def policy_optimizer(config) -> optax.GradientTransformation:

@@ -120,9 +120,9 @@ class PddpConfig(LearningConfig):
     1/B sum_j J(pi; beta_j) of B fresh draws, differentiated through the simulator
     (`closed_loop_step`; 2 B T simulator calls each, 4 B T with a diverged rollout). 0: Alg.
     1. Measured on ur5 (3 seeds, 5 minutes, the README's command with closed_loop_only_after=3
-    and G=20): test gap 8.65% [8.52, 9.29] and 1.45 mm, against 510% [440, 596] and 6.4 mm
-    without; on pendulum the same steps from a trained policy raise its gap (the swing-up's
-    cost is not smooth in the policy)."""
+    and G=20, without task_input): test gap 8.65% [8.52, 9.29] and 1.45 mm, against 510%
+    [440, 596] and 6.4 mm without the steps; on pendulum the same steps from a trained policy
+    raise its gap (the swing-up's cost is not smooth in the policy)."""
     policy_gradient_batch: int = 128
     """B: fresh problem draws per closed-loop step."""
     policy_gradient_learning_rate: float = 3e-4
