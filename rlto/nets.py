@@ -540,7 +540,17 @@ def load_policy(path_dir: str | os.PathLike, problem=None) -> Policy:
                     f"{json_path}: the policy takes the task-space offset of problem {name!r}, "
                     f"which could not be rebuilt ({err}); pass load_policy(..., problem=...)."
                 ) from None
-        task = {"task_offset": task_offset_function(problem), "task_size": arch["task_size"],
+        offset = task_offset_function(problem)
+        beta = {k: jnp.zeros(shape) for k, shape in zip(arch["param_keys"], arch["param_shapes"],
+                                                        strict=True)}
+        size = math.prod(jax.eval_shape(offset, jnp.zeros(arch["nx"]), beta).shape)
+        if problem.nx != arch["nx"] or size != arch["task_size"]:
+            raise ProblemError(
+                f"{json_path}: the policy takes a state of size {arch['nx']} and a task offset "
+                f"of size {arch['task_size']}; problem {problem.name!r} has nx={problem.nx} and "
+                f"an offset of size {size}. Pass the problem the policy was trained on."
+            )
+        task = {"task_offset": offset, "task_size": arch["task_size"],
                 "task_problem": (name, fields)}
     skeleton = Policy(
         arch["nx"],

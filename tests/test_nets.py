@@ -541,6 +541,8 @@ def test_task_input_needs_position_and_target_and_rebuilds_custom_problems(tmp_p
     nets.save_policy(tmp_path, pol)
     with pytest.raises(rlto.ProblemError, match="problem="):
         nets.load_policy(tmp_path)  # "reach" is not a built-in problem
+    with pytest.raises(rlto.ProblemError, match="trained on"):
+        nets.load_policy(tmp_path, problem=rlto.make("double_pendulum"))  # nx 4, not 2
     loaded = nets.load_policy(tmp_path, problem=reach)
     np.testing.assert_array_equal(jax.vmap(loaded)(params["x0"], params),
                                   jax.vmap(pol)(params["x0"], params))
