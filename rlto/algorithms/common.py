@@ -147,9 +147,7 @@ def closed_loop_optimizer(learning_rate: float,
     """Adam for the first-order steps on the closed-loop cost (`closed_loop_step`); its own
     state, apart from the regression's: the two objectives' gradients differ in scale. The step
     size halves every `half_life` steps (inf: constant); the count is in the state."""
-    if not math.isfinite(half_life):
-        return optax.adam(learning_rate)
-    return optax.adam(optax.exponential_decay(learning_rate, half_life, 0.5))
+    return halving_adam(learning_rate, half_life)
 
 
 def closed_loop_gradient(problem: Problem, policy: Policy, params: dict):
@@ -231,11 +229,17 @@ def new_policy(problem: Problem, config: LearningConfig, key: jax.Array) -> Poli
 def policy_optimizer(config) -> optax.GradientTransformation:
     """Adam with config.learning_rate, halving every config.learning_rate_half_life steps (the
     count lives in the optimizer state, so it runs on across iterations and resumes)."""
-    if not np.isfinite(config.learning_rate_half_life):
-        return optax.adam(config.learning_rate)
-    decay = optax.exponential_decay(config.learning_rate, config.learning_rate_half_life, 0.5,
-                                    end_value=min(config.min_learning_rate, config.learning_rate))
-    return optax.adam(decay)
+    return halving_adam(config.learning_rate, config.learning_rate_half_life,
+                        floor=min(config.min_learning_rate, config.learning_rate))
+
+
+def halving_adam(learning_rate: float, half_life: float,
+                 floor: float | None = None) -> optax.GradientTransformation:
+    """Adam whose step size starts at learning_rate and halves every half_life steps, never
+    below floor (None: no floor); inf half_life: plain Adam at learning_rate."""
+    if not math.isfinite(half_life):
+        return optax.adam(learning_rate)
+    return optax.adam(optax.exponential_decay(learning_rate, half_life, 0.5, end_value=floor))
 
 
 def init_optimizer(policy: Policy, config):
