@@ -5,9 +5,13 @@
     p = robot.frame_position(q, "tool0")        # (3,), world coordinates
     x_next = robot.step(x, u, dt)               # x = (q, v) (2 nv,), semi-implicit Euler
 
-Every function is single-instance, float64, and works under jax.jit, jax.vmap and jax.jacfwd
-(the DDP solver differentiates the dynamics). Checked against Pinocchio in tests/test_robots.py
-(`pin.aba`, `pin.computeABADerivatives`, frame placements) to 1e-9.
+Every function is single-instance and works under jax.jit, jax.vmap and jax.jacfwd (the DDP
+solver differentiates the dynamics). Checked against Pinocchio in tests/test_robots.py
+(`pin.aba`, `pin.computeABADerivatives`, frame placements) to 1e-9. They compute in their
+inputs' precision: float64 (anything but float32 becomes float64), or float32 end to end, no
+float64 constant promoting it (for the closed-loop gradient passes, where float32 runs the
+rollout and its backward pass 1.4x faster on the 2-core CPU); `aba`, the cross-check, is
+float64 only.
 
 Why our own code rather than adam-robotics' JAX backend: adam treats every model as
 floating-base and needs a device workaround under vmap with jax 0.10.2 (DESIGN.md); measured in
@@ -217,37 +221,47 @@ def _const(arr):
     return float(arr) if arr.ndim == 0 else tuple(_const(a) for a in arr)
 
 
-def _as_array(nested) -> jax.Array:
-    """Nested tuples of scalars -> a float64 array (constants broadcast)."""
+def _as_array(nested, dtype) -> jax.Array:
+    """Nested tuples of scalars -> an array of dtype (constants broadcast)."""
     if isinstance(nested, tuple):
-        return jnp.stack([_as_array(e) for e in nested])
-    return jnp.asarray(nested, dtype=jnp.float64)
+        return jnp.stack([_as_array(e, dtype) for e in nested])
+    return jnp.asarray(nested, dtype=dtype)
 
 
-def _cholesky(m) -> list:
+def _float_array(value) -> jax.Array:
+    """value as a float32 or float64 array: float32 stays float32 (see the module docstring),
+    anything else becomes float64."""
+    arr = jnp.asarray(value)
+    return arr if arr.dtype == jnp.float32 else arr.astype(jnp.float64)
+
+
+def _cholesky(m, dtype) -> list:
     """Lower Cholesky factor L (n x n nested lists, L[i][j]) of a symmetric positive definite
-    m (n, n) (array or nested lists), unrolled for a small static n: elementwise operations that
-    vmap and jacfwd batch well, unlike LAPACK calls."""
+    m (n, n) (array or nested lists) in dtype, unrolled for a small static n: elementwise
+    operations that vmap and jacfwd batch well, unlike LAPACK calls."""
     n = len(m)
+    zero = jnp.zeros((), dtype)
     cols = [[None] * n for _ in range(n)]  # cols[i][j] = L[i, j]
     for j in range(n):
-        diag = m[j][j] - sum((cols[j][k] ** 2 for k in range(j)), jnp.zeros(()))
+        diag = m[j][j] - sum((cols[j][k] ** 2 for k in range(j)), zero)
         cols[j][j] = jnp.sqrt(diag)
         for i in range(j + 1, n):
-            off = m[i][j] - sum((cols[i][k] * cols[j][k] for k in range(j)), jnp.zeros(()))
+            off = m[i][j] - sum((cols[i][k] * cols[j][k] for k in range(j)), zero)
             cols[i][j] = off / cols[j][j]
     return cols
 
 
 def _cho_solve(chol: list, b) -> jax.Array:
-    """x (n,) with L L^T x = b: chol = L from _cholesky, b (n,) (array or list); unrolled."""
+    """x (n,) with L L^T x = b: chol = L from _cholesky, b (n,) (array or list of Python
+    floats, which keep chol's dtype); unrolled."""
     n = len(chol)
+    zero = jnp.zeros((), chol[0][0].dtype)
     y = []
     for i in range(n):
-        y.append((b[i] - sum((chol[i][k] * y[k] for k in range(i)), jnp.zeros(()))) / chol[i][i])
+        y.append((b[i] - sum((chol[i][k] * y[k] for k in range(i)), zero)) / chol[i][i])
     x = [None] * n
     for i in reversed(range(n)):
-        rest = sum((chol[k][i] * x[k] for k in range(i + 1, n)), jnp.zeros(()))
+        rest = sum((chol[k][i] * x[k] for k in range(i + 1, n)), zero)
         x[i] = (y[i] - rest) / chol[i][i]
     return jnp.stack(x)
 
@@ -313,9 +327,10 @@ class Robot:
         return tuple(sorted(self.frames))
 
     def _check(self, name: str, value, size: int | None = None) -> jax.Array:
-        """value as a float64 array of shape (size,), default (nv,), or a RobotError."""
+        """value as a float32 or float64 array (`_float_array`) of shape (size,), default
+        (nv,), or a RobotError."""
         size = self.nv if size is None else size
-        arr = jnp.asarray(value, dtype=jnp.float64)
+        arr = _float_array(value)
         if arr.shape != (size,):
             raise RobotError(
                 f"{self.name}: {name} has shape {arr.shape}, expected ({size},); the functions "
@@ -335,12 +350,13 @@ class Robot:
     def frame_placement(self, q: jax.Array, frame: str) -> tuple[jax.Array, jax.Array]:
         """World pose of a named frame: q (nv,) -> (rot (3, 3), pos (3,))."""
         body, frot, fpos = self._frame(frame)
+        q = self._check("q", q)
         if body < 0:
-            self._check("q", q)
-            return jnp.asarray(frot), jnp.asarray(fpos)
-        rot, pos = self._world_poses(self._check("q", q))[body]
+            return jnp.asarray(frot, q.dtype), jnp.asarray(fpos, q.dtype)
+        rot, pos = self._world_poses(q)[body]
         frot, fpos = _const(frot), _const(fpos)
-        return _as_array(_mat_mat(rot, frot)), _as_array(_vadd(pos, _mat_vec(rot, fpos)))
+        return (_as_array(_mat_mat(rot, frot), q.dtype),
+                _as_array(_vadd(pos, _mat_vec(rot, fpos)), q.dtype))
 
     def frame_position(self, q: jax.Array, frame: str) -> jax.Array:
         """World position of a named frame's origin: q (nv,) -> (3,)."""
@@ -364,13 +380,14 @@ class Robot:
         singular poses.
         """
         q0 = self._check("q0", q0)
-        target = jnp.asarray(target, dtype=jnp.float64)
+        target = jnp.asarray(target, dtype=q0.dtype)
         position = functools.partial(self.frame_position, frame=frame)
 
         def damped_step(_, q):
             jac = jax.jacfwd(position)(q)
             error = target - position(q)
-            return q + jac.T @ jnp.linalg.solve(jac @ jac.T + damping * jnp.eye(3), error)
+            damped = jac @ jac.T + damping * jnp.eye(3, dtype=q.dtype)
+            return q + jac.T @ jnp.linalg.solve(damped, error)
 
         return jax.lax.fori_loop(0, iterations, damped_step, q0)
 
@@ -382,7 +399,7 @@ class Robot:
         qdd_t = (v_{t+1} - v_t) / dt and tau_t = ID(q_t, v_t, qdd_t). Torque limits are not
         applied: clip, and the path is no longer followed exactly.
         """
-        qs = jnp.asarray(qs, dtype=jnp.float64)
+        qs = _float_array(qs)
         if qs.ndim != 2 or qs.shape[1] != self.nv or qs.shape[0] < 2:
             raise RobotError(
                 f"{self.name}: qs must have shape (T+1, {self.nv}) with T >= 1, got {qs.shape}."
@@ -593,7 +610,8 @@ class Robot:
         the derivatives of `forward_dynamics` cheap.
         """
         q, v, a = self._check("q", q), self._check("v", v), self._check("a", a)
-        return _as_array(tuple(self._rnea(self._local_poses(q), v, a)))
+        dtype = jnp.result_type(q, v, a)
+        return _as_array(tuple(self._rnea(self._local_poses(q), v, a)), dtype)
 
     def mass_matrix(self, q: jax.Array) -> jax.Array:
         """Joint-space inertia M(q): q (nv,) -> (nv, nv), symmetric positive definite.
@@ -601,7 +619,7 @@ class Robot:
         Composite-rigid-body algorithm (RBDA Table 6.2).
         """
         q = self._check("q", q)
-        return _as_array(tuple(tuple(row) for row in self._crba(self._local_poses(q))))
+        return _as_array(tuple(tuple(row) for row in self._crba(self._local_poses(q))), q.dtype)
 
     @functools.cached_property
     def _forward_dynamics(self):
@@ -614,7 +632,7 @@ class Robot:
 
         def solve(q, v, tau):
             poses = self._local_poses(q)
-            chol = _cholesky(self._crba(poses))
+            chol = _cholesky(self._crba(poses), jnp.result_type(q, v, tau))
             bias = self._rnea(poses, v, zeros)
             return chol, _cho_solve(chol, [tau[i] - bias[i] for i in range(self.nv)])
 
@@ -629,7 +647,7 @@ class Robot:
             chol, qdd = solve(q, v, tau)
 
             def inverse(q_, v_):
-                return _as_array(tuple(self._rnea(self._local_poses(q_), v_, qdd)))
+                return _as_array(tuple(self._rnea(self._local_poses(q_), v_, qdd)), qdd.dtype)
 
             # The partial derivatives of inverse dynamics and M^-1 as matrices, computed once
             # from primal values; under jacfwd only the mat-vecs below are batched over the
@@ -638,7 +656,7 @@ class Robot:
             # against 56 ms with jacfwd here and 100-140 ms for a JVP of inverse dynamics per
             # tangent direction (which also ran for the tau directions, where dq = dv = 0).
             id_q, id_v = jax.jacrev(inverse, argnums=(0, 1))(q, v)
-            eye = np.eye(self.nv)
+            eye = np.eye(self.nv).tolist()  # Python floats: a NumPy float64 would promote float32
             m_inv = jnp.stack([_cho_solve(chol, eye[k]) for k in range(self.nv)], axis=1)
             return qdd, _mv(m_inv, dtau - _mv(id_q, dq) - _mv(id_v, dv))
 

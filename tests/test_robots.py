@@ -125,6 +125,42 @@ def test_step_is_semi_implicit_euler_and_batches():
     np.testing.assert_allclose(fx[:, 3], fd, rtol=0, atol=1e-7)
 
 
+def test_float32_inputs_compute_in_float32_and_match_float64(pair):
+    """float32 in, float32 through: no float64 operation in the step, its Jacobians and its
+    VJP (a stray float64 constant would promote the whole computation and lose the speed),
+    and the values agree with float64 to float32's precision; integers become float64."""
+    robot, _, _ = pair
+    q, v, tau = random_states(robot, 4, seed=9)
+    x = np.concatenate([q, v], axis=1)[0]
+    x32, tau32 = jnp.asarray(x, jnp.float32), jnp.asarray(tau[0], jnp.float32)
+
+    def step(x, u):
+        return robot.step(x, u, 0.01)
+
+    def placement(q):
+        return robot.frame_placement(q, robot.frame_names[-1])
+
+    traced = [jax.make_jaxpr(step)(x32, tau32),
+              jax.make_jaxpr(jax.jacfwd(step, argnums=(0, 1)))(x32, tau32),
+              jax.make_jaxpr(lambda x, u: jax.vjp(step, x, u)[1](x))(x32, tau32),
+              jax.make_jaxpr(placement)(x32[:robot.nv])]
+    for jaxpr in traced:
+        assert "f64" not in str(jaxpr)
+    for f, args in ((robot.forward_dynamics, (q[1], v[1], tau[1])),
+                    (robot.inverse_dynamics, (q[2], v[2], tau[2] / 10)),
+                    (lambda q: robot.mass_matrix(q), (q[3],)),
+                    (step, (x, tau[0]))):
+        wide = np.asarray(f(*(jnp.asarray(a) for a in args)))
+        narrow = f(*(jnp.asarray(a, jnp.float32) for a in args))
+        assert narrow.dtype == jnp.float32
+        np.testing.assert_allclose(narrow, wide, rtol=2e-4, atol=2e-4 * np.max(np.abs(wide)))
+    fx64 = jax.jacfwd(step)(jnp.asarray(x), jnp.asarray(tau[0]))
+    fx32 = jax.jacfwd(step)(x32, tau32)
+    np.testing.assert_allclose(fx32, fx64, rtol=0, atol=1e-3 * np.max(np.abs(fx64)))
+    assert robot.forward_dynamics(np.zeros(robot.nv, int), np.zeros(robot.nv, int),
+                                  np.zeros(robot.nv, int)).dtype == jnp.float64
+
+
 def test_load_errors_are_clear(tmp_path):
     with pytest.raises(RobotError, match="no URDF file"):
         load_robot(str(tmp_path / "missing.urdf"))

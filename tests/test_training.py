@@ -18,11 +18,12 @@ from rlto.algorithms.common import (
     closed_loop_gradient,
     closed_loop_optimizer,
     closed_loop_step,
+    compiled_sampler,
     control_authority,
     lower_cost,
 )
-from rlto.evaluate import policy_rollout
-from rlto.nets import trainable
+from rlto.evaluate import as_dtype, closed_loop_cost, policy_rollout
+from rlto.nets import make_policy, trainable
 
 TINY = dict(n_problems=8, epochs=2, batch_size=64, hidden=(16, 16), to_max_iter=30)
 
@@ -300,6 +301,40 @@ def test_closed_loop_gradient_against_finite_differences_and_without_diverged_ro
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-300)
 
 
+def test_float32_closed_loop_gradient_matches_float64_on_ur5():
+    """policy_gradient_dtype="float32": on ur5 (rlto.robots keeps float32 inputs float32) the
+    closed-loop cost computes without a float64 operation, and its costs and gradient agree
+    with float64's to float32's precision."""
+    ur5 = rlto.make("ur5", horizon=10)
+    policy = make_policy(ur5, jax.random.key(21), hidden=(16, 16), task_input=True,
+                         dtype=jnp.float32)
+    params = compiled_sampler(ur5)(jax.random.key(22), 8)
+    one = as_dtype(jax.tree.map(lambda a: a[0], params), jnp.float32)
+    jaxpr = jax.make_jaxpr(lambda p: closed_loop_cost(ur5, policy, p, jnp.float32))(one)
+    # One float64 scalar is allowed: the time step, which this policy does not read.
+    wide = [line for line in str(jaxpr).splitlines() if "f64" in line]
+    assert len(wide) == 1 and "convert_element_type" in wide[0], wide
+    weights, frozen = eqx.partition(policy, trainable(policy))
+
+    @eqx.filter_jit
+    def costs_and_gradient(weights, dtype):
+        def mean_cost(w):
+            costs = jax.vmap(lambda p: closed_loop_cost(ur5, eqx.combine(w, frozen), p,
+                                                        jnp.dtype(dtype)))(params)
+            return jnp.mean(costs), costs
+        return jax.grad(mean_cost, has_aux=True)(weights)
+
+    grad64, costs64 = costs_and_gradient(weights, "float64")
+    grad32, costs32 = costs_and_gradient(weights, "float32")
+    assert costs32.dtype == jnp.float32 and np.all(np.isfinite(costs64))
+    np.testing.assert_allclose(costs32, costs64, rtol=1e-5)
+    a, b = (np.concatenate([np.ravel(np.asarray(g, np.float64)) for g in jax.tree.leaves(grad)])
+            for grad in (grad64, grad32))
+    assert np.linalg.norm(a - b) < 1e-4 * np.linalg.norm(a)
+    with pytest.raises(ProblemError, match="policy_gradient_dtype"):
+        pddp.PddpConfig(policy_gradient_dtype="float16")
+
+
 def test_policy_gradient_steps_lower_the_closed_loop_cost_and_count_their_calls(lqr, tmp_path):
     """PDDP with policy_gradient_steps: from the second iteration on (policy_gradient_after=1)
     each iteration costs exactly G * 2 B T simulator calls more than Alg. 1, and on a fixed
@@ -349,9 +384,10 @@ def test_closed_loop_step_size_halves_every_half_life():
 
 def test_closed_loop_only_after_stops_the_to_and_the_regression(lqr):
     """After closed_loop_only_after iterations an iteration solves no TO and keeps the
-    supervised data: it costs exactly the G closed-loop steps' 2 B T calls each."""
+    supervised data: it costs exactly the G closed-loop steps' 2 B T calls each (here
+    simulated in float32)."""
     config = pddp.PddpConfig(**TINY, policy_gradient_steps=2, policy_gradient_batch=8,
-                             closed_loop_only_after=1)
+                             closed_loop_only_after=1, policy_gradient_dtype="float32")
     first, _ = pddp.step(lqr, config, pddp.init(lqr, config, jax.random.key(16)))
     second, info = pddp.step(lqr, config, first)
     assert int(second.iteration) == 2
