@@ -148,7 +148,7 @@ def test_float32_inputs_compute_in_float32_and_match_float64(pair):
         assert "f64" not in str(jaxpr)
     for f, args in ((robot.forward_dynamics, (q[1], v[1], tau[1])),
                     (robot.inverse_dynamics, (q[2], v[2], tau[2] / 10)),
-                    (lambda q: robot.mass_matrix(q), (q[3],)),
+                    (robot.mass_matrix, (q[3],)),
                     (step, (x, tau[0]))):
         wide = np.asarray(f(*(jnp.asarray(a) for a in args)))
         narrow = f(*(jnp.asarray(a, jnp.float32) for a in args))
