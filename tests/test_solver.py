@@ -2,6 +2,7 @@
 a reference NLP solver for constraints, per-instance statuses and input errors."""
 
 import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import scipy.optimize
 
 import rlto
 from rlto import ExtraCost, ProblemError, Status
+from rlto.solver.boxqp import solve_box_qp
 
 DT = 0.1
 A = np.array([[1, 0, DT, 0], [0, 1, 0, DT], [0, 0, 1, 0], [0, 0, 0, 1.0]])
@@ -207,6 +209,46 @@ def test_box_bounds_hold_and_improve_on_clipped_lqr(lqr_box, lqr_free):
             options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000},
         )
         np.testing.assert_allclose(result.cost[i], ref.fun, rtol=1e-8)
+
+
+def box_qp_by_enumeration(H, q, lb, ub):
+    """The box QP's minimiser by trying every active set (each variable at its lower bound, its
+    upper bound or free) and keeping the feasible point that satisfies the KKT signs."""
+    n = len(q)
+    for pattern in itertools.product((-1, 0, 1), repeat=n):
+        at = np.array(pattern)
+        x = np.where(at < 0, lb, np.where(at > 0, ub, 0.0))
+        free = at == 0
+        if free.any():
+            rhs = -(q[free] + H[np.ix_(free, ~free)] @ x[~free])
+            x[free] = np.linalg.solve(H[np.ix_(free, free)], rhs)
+        g = H @ x + q
+        inside = np.all(x >= lb - 1e-12) & np.all(x <= ub + 1e-12)
+        signs = np.all(g[at < 0] >= -1e-9) & np.all(g[at > 0] <= 1e-9)
+        if inside and signs:
+            return x
+    raise AssertionError("no KKT point")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_box_qp_equals_active_set_enumeration(seed):
+    """Interior minimisers (the fast path without projected-Newton iterations) and active bounds
+    alike, from a warm start outside the box."""
+    rng = np.random.default_rng(seed)
+    n = 4
+    root = rng.normal(size=(n, n))
+    H = root @ root.T + 0.1 * np.eye(n)
+    q = rng.normal(size=n) * (0.3 if seed < 2 else 3.0)
+    lb, ub = -np.ones(n), np.ones(n)
+    x, free, L, ok = solve_box_qp(jnp.asarray(H), jnp.asarray(q), jnp.asarray(lb),
+                                  jnp.asarray(ub), jnp.full(n, 5.0), tol=1e-12)
+    expected = box_qp_by_enumeration(H, q, lb, ub)
+    assert bool(ok)
+    np.testing.assert_allclose(x, expected, atol=1e-10)
+    np.testing.assert_array_equal(free, (expected > lb + 1e-9) & (expected < ub - 1e-9))
+    Hf = H[np.ix_(free, free)]
+    np.testing.assert_allclose(np.asarray(L)[np.ix_(free, free)], np.linalg.cholesky(Hf),
+                               atol=1e-10)
 
 
 def test_extra_cost_equals_built_in_cost(lqr_free):

@@ -96,9 +96,16 @@ def solve_box_qp(H, q, lb, ub, x_init, max_iter: int = 100, tol: float = 1e-5):
         _, it, done, ok = carry
         return (it < max_iter) & ~done & ok
 
-    x0 = jnp.clip(x_init, lb, ub)
-    x, _, _, ok = jax.lax.while_loop(cond, body, (x0, 0, False, True))
+    # Where the unconstrained minimiser lies strictly inside the box it is the solution, and the
+    # projected-Newton loop (at least two factorizations and a line search) is skipped: in DDP's
+    # backward pass most steps have no active bound, and under vmap the loop runs while any
+    # instance of the batch still iterates.
+    L_all = cholesky(H)
+    newton = -cho_solve(L_all, q)
+    interior = jnp.all((newton > lb) & (newton < ub)) & jnp.all(jnp.isfinite(L_all))
+    x0 = jnp.where(interior, newton, jnp.clip(x_init, lb, ub))
+    x, _, _, ok = jax.lax.while_loop(cond, body, (x0, 0, interior, True))
     g = q + H @ x
     free = free_set(x, g, lb, ub)
-    L = free_cholesky(H, free)
+    L = jnp.where(interior, L_all, free_cholesky(H, free))
     return x, free, L, ok & jnp.all(jnp.isfinite(L))

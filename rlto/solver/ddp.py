@@ -143,13 +143,6 @@ class _State(NamedTuple):
 # Pieces of one iteration, single instance.
 
 
-def _gaps(fns: _Fns, xs, us, params):
-    """Dynamics defects: (T+1, nx); f_0 = x0 - xs_0, f_{t+1} = f(xs_t, us_t) - xs_{t+1}."""
-    ts = jnp.arange(fns.horizon)
-    x_next = jax.vmap(fns.dynamics, in_axes=(0, 0, 0, None))(xs[:-1], us, ts, params)
-    return jnp.concatenate([(params["x0"] - xs[0])[None], x_next - xs[1:]])
-
-
 def _total_cost(fns: _Fns, xs, us, params, shared, lam, mu):
     """Cost of (xs, us) with extra and AL terms: scalar."""
     ts = jnp.arange(fns.horizon)
@@ -159,33 +152,56 @@ def _total_cost(fns: _Fns, xs, us, params, shared, lam, mu):
     return running.sum() + fns.terminal(xs[-1], params, shared)
 
 
-def _linearize(fns: _Fns, xs, us, params, shared, lam, mu):
-    """Derivatives along the trajectory.
+def _value_and_jacobians(f, x, u):
+    """f(x, u) and its Jacobians (df/dx, df/du) by forward mode, one pass for all three: x (nx,),
+    u (nu,) -> y (m,), (m, nx), (m, nu). jax.jacfwd computes the same Jacobians but drops the
+    value, which DDP's gaps need (one more dynamics evaluation per knot)."""
+    nx, nu = x.shape[0], u.shape[0]
+    basis = jnp.eye(nx + nu, dtype=x.dtype)
+    tangents = (basis[:, :nx], basis[:, nx:])
+    y, J = jax.vmap(lambda dx, du: jax.jvp(f, (x, u), (dx, du)), out_axes=(None, -1))(*tangents)
+    return y, J[:, :nx], J[:, nx:]
 
-    Returns Fx (T, nx, nx), Fu (T, nx, nu), lx (T, nx), lu (T, nu), lxx (T, nx, nx),
-    lux (T, nu, nx), luu (T, nu, nu), terminal gradient (nx,) and Hessian (nx, nx).
+
+def _gradient_and_hessian(f, z):
+    """f's gradient (d,) and Hessian (d, d) at z (d,), the gradient taken from the primal of the
+    Hessian's forward-over-reverse pass instead of a reverse pass of its own."""
+
+    def gradient(z):
+        g = jax.grad(f)(z)
+        return g, g
+
+    H, g = jax.jacfwd(gradient, has_aux=True)(z)
+    return g, H
+
+
+def _linearize(fns: _Fns, xs, us, params, shared, lam, mu):
+    """Derivatives along the trajectory, and the dynamics defects there (gaps: f_0 = x0 - xs_0,
+    f_t+1 = f(xs_t, us_t) - xs_t+1, from the same dynamics evaluations).
+
+    Returns (Fx (T, nx, nx), Fu (T, nx, nu), lx (T, nx), lu (T, nu), lxx (T, nx, nx),
+    lux (T, nu, nx), luu (T, nu, nu), terminal gradient (nx,) and Hessian (nx, nx)), gaps
+    (T+1, nx).
     """
     nx = xs.shape[-1]
 
     def point(x, u, t, lam_t):
-        Fx, Fu = jax.jacfwd(fns.dynamics, argnums=(0, 1))(x, u, t, params)
+        x_next, Fx, Fu = _value_and_jacobians(lambda x, u: fns.dynamics(x, u, t, params), x, u)
 
         def cost_z(z):
             return fns.differentiated(z[:nx], z[nx:], t, params, shared, lam_t, mu)
 
-        z = jnp.concatenate([x, u])
-        g = jax.grad(cost_z)(z)
-        H = jax.hessian(cost_z)(z)
+        g, H = _gradient_and_hessian(cost_z, jnp.concatenate([x, u]))
         if fns.extra_derivatives is not None:
             g_extra, H_extra = fns.extra_derivatives(x, u, t, params, shared)
             g, H = g + g_extra, H + H_extra
-        return Fx, Fu, g[:nx], g[nx:], H[:nx, :nx], H[nx:, :nx], H[nx:, nx:]
+        return x_next, (Fx, Fu, g[:nx], g[nx:], H[:nx, :nx], H[nx:, :nx], H[nx:, nx:])
 
     ts = jnp.arange(fns.horizon)
-    Fx, Fu, lx, lu, lxx, lux, luu = jax.vmap(point)(xs[:-1], us, ts, lam)
-    lx_T = jax.grad(fns.terminal)(xs[-1], params, shared)
-    lxx_T = jax.hessian(fns.terminal)(xs[-1], params, shared)
-    return Fx, Fu, lx, lu, lxx, lux, luu, lx_T, lxx_T
+    x_next, (Fx, Fu, lx, lu, lxx, lux, luu) = jax.vmap(point)(xs[:-1], us, ts, lam)
+    lx_T, lxx_T = _gradient_and_hessian(lambda x: fns.terminal(x, params, shared), xs[-1])
+    gaps = jnp.concatenate([(params["x0"] - xs[0])[None], x_next - xs[1:]])
+    return (Fx, Fu, lx, lu, lxx, lux, luu, lx_T, lxx_T), gaps
 
 
 def _backward(fns: _Fns, opts: SolverOptions, derivs, us, k_prev, gaps, feasible, reg):
@@ -293,8 +309,7 @@ def _forward(fns: _Fns, state: _State, k, K, gaps, alpha, params, shared, lam, m
 def _iterate(fns: _Fns, opts: SolverOptions, params, shared, lam, mu, state: _State) -> _State:
     """One BoxFDDP iteration on one instance."""
     T = fns.horizon
-    derivs = _linearize(fns, state.xs, state.us, params, shared, lam, mu)
-    gaps = _gaps(fns, state.xs, state.us, params)
+    derivs, gaps = _linearize(fns, state.xs, state.us, params, shared, lam, mu)
     finite = _all_finite(derivs) & jnp.isfinite(state.cost)
 
     reg, (k, K, Vx, Vxx, Qu, Quu_k, backward_ok) = _regularized_backward(
@@ -397,14 +412,14 @@ def _initial_state(
 
 def _final_gains(fns: _Fns, opts: SolverOptions, state: _State, params, shared, lam, mu):
     """Gains and value derivatives at the returned trajectory (the loop's last backward pass was
-    one step behind it): (k (T, nu), K (T, nu, nx), Vx (T+1, nx), Vxx (T+1, nx, nx))."""
-    derivs = _linearize(fns, state.xs, state.us, params, shared, lam, mu)
-    gaps = _gaps(fns, state.xs, state.us, params)
+    one step behind it): (k (T, nu), K (T, nu, nx), Vx (T+1, nx), Vxx (T+1, nx, nx)), and the
+    largest gap |f(x_t, u_t) - x_t+1| (incl. |x0 - xs_0|) there."""
+    derivs, gaps = _linearize(fns, state.xs, state.us, params, shared, lam, mu)
     finite = _all_finite(derivs)
     _, (k, K, Vx, Vxx, _, _, _) = _regularized_backward(
         fns, opts, derivs, state.us, state.k, gaps, state.feasible, state.reg, finite
     )
-    return k, K, Vx, Vxx
+    return k, K, Vx, Vxx, jnp.max(jnp.abs(gaps))
 
 
 def _default_slots(n: int) -> int:
@@ -415,6 +430,20 @@ def _default_slots(n: int) -> int:
 
 def _take(tree, index):
     return jax.tree.map(lambda a: a[index], tree)
+
+
+def _in_chunks(batched: Callable, size: int, *args):
+    """batched(*args) for args with leading dimension n, computed `size` instances at a time
+    (the last chunk padded with copies of the last instance). On a CPU the derivatives of 256
+    ur5 instances at once took 1.6x as long as in chunks of 32, whose intermediates stay in
+    cache."""
+    n = jax.tree.leaves(args)[0].shape[0]
+    chunks = -(-n // size)
+    if chunks == 1:
+        return batched(*args)
+    index = jnp.minimum(jnp.arange(chunks * size), n - 1).reshape(chunks, size)
+    out = jax.lax.map(lambda rows: batched(*_take(args, rows)), index)
+    return jax.tree.map(lambda a: a.reshape((chunks * size,) + a.shape[2:])[:n], out)
 
 
 def _solve_queue(
@@ -510,10 +539,11 @@ def _compiled(problem: Problem, extra_running, extra_terminal, extra_derivatives
         slots = min(n, opts.slots or _default_slots(n))
         state = init(xs, us, params, shared, lam, mu, feasible, active)
         state = _solve_queue(fns, opts, slots, state, params, shared, lam, mu)
-        k, K, Vx, Vxx = gains(state, params, shared, lam, mu)
+        k, K, Vx, Vxx, gap = _in_chunks(
+            lambda s, p, l, m: gains(s, p, shared, l, m), slots, state, params, lam, mu
+        )
         state = state._replace(derivative_calls=state.derivative_calls + fns.horizon)
         problem_cost = jax.vmap(problem.trajectory_cost)(state.xs, state.us, params)
-        gaps = jax.vmap(functools.partial(_gaps, fns))(state.xs, state.us, params)
         total = jax.vmap(_total_cost, in_axes=(None, 0, 0, 0, None, 0, 0))(
             plain, state.xs, state.us, params, shared, lam, mu
         )
@@ -526,7 +556,7 @@ def _compiled(problem: Problem, extra_running, extra_terminal, extra_derivatives
             Vxx,
             problem_cost,
             total,
-            jnp.max(jnp.abs(gaps), axis=(1, 2)),
+            gap,
             violation,
         )
 
