@@ -107,5 +107,5 @@ def solve_box_qp(H, q, lb, ub, x_init, max_iter: int = 100, tol: float = 1e-5):
     x, _, _, ok = jax.lax.while_loop(cond, body, (x0, 0, interior, True))
     g = q + H @ x
     free = free_set(x, g, lb, ub)
-    L = jnp.where(interior, L_all, free_cholesky(H, free))
+    L = free_cholesky(H, free)  # all free, so L_all again, where interior
     return x, free, L, ok & jnp.all(jnp.isfinite(L))
