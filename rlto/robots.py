@@ -16,12 +16,13 @@ float64 only.
 Why our own code rather than adam-robotics' JAX backend: adam treats every model as
 floating-base and needs a device workaround under vmap with jax 0.10.2 (DESIGN.md); measured in
 one run (benchmarks/dynamics.py, 1024 UR5 states, 2-core CPU): forward dynamics
-2.3 ms here, 8.7 ms adam (M^-1 (tau - h)), 7.8 ms Pinocchio's aba in a Python loop; derivatives
-22 ms here, 297 ms adam (jacfwd), 16 ms Pinocchio's computeABADerivatives loop (at 4096: 89 vs
-64 ms, so Pinocchio stays 1.4x faster on CPU derivatives). On an H100: derivatives of 65536
-states in 1.1 ms (benchmarks/results/gpu/dynamics.md). How: the tree is unrolled at trace time in
+1.6 ms here, 6.3 ms adam (M^-1 (tau - h)), 6.5 ms Pinocchio's aba in a Python loop; derivatives
+6.9 ms here, 153 ms adam (jacfwd), 14.0 ms Pinocchio's computeABADerivatives loop (at 4096: 30
+against 54 ms). On an H100 (with the earlier autodiff derivatives): derivatives of 65536 states
+in 1.1 ms (benchmarks/results/gpu/dynamics.md). How: the tree is unrolled at trace time in
 scalar arithmetic (see the section on the 3-D algebra), M by the composite-rigid-body algorithm,
-C v + g by Newton-Euler, and the derivatives by a custom JVP.
+C v + g by Newton-Euler, and the derivatives by a custom JVP from Newton-Euler's analytic
+derivatives (`inverse_dynamics_derivatives`).
 
 Model, in Featherstone's notation (Rigid Body Dynamics Algorithms, 2008, ch. 2, 5-7): spatial
 vectors are (angular; linear), a body's pose in its parent is (rot, pos), and the base is fixed
@@ -211,6 +212,37 @@ def _mat_mat(a, b):
     return tuple(tuple(_dot3(row, col) for col in cols) for row in a)
 
 
+def _madd(a, b):
+    return tuple(_vadd(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _sadd(a, b):
+    return _vadd(a[0], b[0]), _vadd(a[1], b[1])
+
+
+def _ssub(a, b):
+    return _vsub(a[0], b[0]), _vsub(a[1], b[1])
+
+
+def _sscale(a, s):
+    return _vscale(a[0], s), _vscale(a[1], s)
+
+
+def _sdot(a, b):
+    return _add(_dot3(a[0], b[0]), _dot3(a[1], b[1]))
+
+
+def _motion_cross(m, x):
+    """Spatial motion cross product m x x = (w x w', w x v' + v x w') of motions (w, v)."""
+    return _cross3(m[0], x[0]), _vadd(_cross3(m[0], x[1]), _cross3(m[1], x[0]))
+
+
+def _force_cross(m, f):
+    """Spatial force cross product m x* f = (w x n + v x f, w x f) of a motion (w, v) and a
+    force (n, f)."""
+    return _vadd(_cross3(m[0], f[0]), _cross3(m[1], f[1])), _cross3(m[0], f[1])
+
+
 def _transpose(m):
     return tuple(zip(*m, strict=True))
 
@@ -222,10 +254,18 @@ def _const(arr):
 
 
 def _as_array(nested, dtype) -> jax.Array:
-    """Nested tuples of scalars -> an array of dtype (constants broadcast)."""
-    if isinstance(nested, tuple):
-        return jnp.stack([_as_array(e, dtype) for e in nested])
-    return jnp.asarray(nested, dtype=dtype)
+    """Nested tuples or lists of scalars -> an array of dtype (constants broadcast).
+
+    One stack of all the scalars, then a reshape: nested stacks make XLA's CPU backend fuse
+    the scalar code into transposing concatenations that measured 4x slower (a 6 x 6 Jacobian
+    of 1024 UR5 states: 19 ms against 4.2 ms).
+    """
+    shape, leaves = [], [nested]
+    while isinstance(leaves[0], tuple | list):
+        shape.append(len(leaves[0]))
+        leaves = [e for group in leaves for e in group]
+    scalars = jnp.stack([jnp.asarray(e, dtype=dtype) for e in leaves])
+    return scalars.reshape(shape)
 
 
 def _float_array(value) -> jax.Array:
@@ -251,8 +291,8 @@ def _cholesky(m, dtype) -> list:
     return cols
 
 
-def _cho_solve(chol: list, b) -> jax.Array:
-    """x (n,) with L L^T x = b: chol = L from _cholesky, b (n,) (array or list of Python
+def _cho_solve(chol: list, b) -> list:
+    """x (n scalars) with L L^T x = b: chol = L from _cholesky, b (n,) (array or list of Python
     floats, which keep chol's dtype); unrolled."""
     n = len(chol)
     zero = jnp.zeros((), chol[0][0].dtype)
@@ -263,7 +303,7 @@ def _cho_solve(chol: list, b) -> jax.Array:
     for i in reversed(range(n)):
         rest = sum((chol[k][i] * x[k] for k in range(i + 1, n)), zero)
         x[i] = (y[i] - rest) / chol[i][i]
-    return jnp.stack(x)
+    return x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -516,6 +556,29 @@ class Robot:
         w, v = motion
         return _vadd(_mat_vec(ibar, w), _cross3(h, v)), _vsub(_vscale(v, mass), _cross3(h, w))
 
+    @staticmethod
+    def _inertia_in(pose, mass, h, ibar):
+        """A spatial inertia (mass, h = m c, ibar about the origin) of a body with pose
+        (rot, pos) in another frame, expressed in that frame: (mass, h', ibar')."""
+        rot, pos = pose
+        h_rot = _mat_vec(rot, h)
+        i_rot = _mat_mat(_mat_mat(rot, ibar), _transpose(rot))
+        # Shift to the frame's origin: x = pos + y gives, summed over the mass,
+        # m (|pos|^2 1 - pos pos^T) + 2 (pos . h) 1 - pos h^T - h pos^T.
+        diag = _add(_mul(mass, _dot3(pos, pos)), _mul(2.0, _dot3(pos, h_rot)))
+        shifted = tuple(
+            tuple(
+                _sub(
+                    _add(i_rot[r][s], diag if r == s else 0.0),
+                    _add(_mul(mass, _mul(pos[r], pos[s])),
+                         _add(_mul(pos[r], h_rot[s]), _mul(h_rot[r], pos[s]))),
+                )
+                for s in range(3)
+            )
+            for r in range(3)
+        )
+        return mass, _vadd(h_rot, _vscale(pos, mass)), shifted
+
     def _rnea(self, poses: list, v: jax.Array, a: jax.Array) -> list:
         """Recursive Newton-Euler on scalars: joint torques as a list of nv scalars."""
         n = self.nv
@@ -558,6 +621,118 @@ class Robot:
                 force[p] = (_vadd(force[p][0], up[0]), _vadd(force[p][1], up[1]))
         return tau
 
+    @staticmethod
+    def _inertia_rate(mass, h, ibar, motion):
+        """Time derivative of a spatial inertia (mass, h, ibar) fixed to a body moving with the
+        motion (w, v) in the same coordinates, v x* I - I v x, in the same form: (0, h', ibar')
+        with h' = m v + w x h and ibar' = W ibar - ibar W + 2 (h . v) 1 - v h^T - h v^T
+        (W = w x), the derivative of sum m (|x|^2 1 - x x^T) over points moving at v + w x x."""
+        w, lin = motion
+        cols = [_cross3(w, col) for col in zip(*ibar, strict=True)]  # W ibar, by columns
+        diag = _mul(2.0, _dot3(h, lin))
+        ibar_rate = tuple(
+            tuple(
+                _sub(
+                    _add(_add(cols[s][r], cols[r][s]), diag if r == s else 0.0),
+                    _add(_mul(lin[r], h[s]), _mul(h[r], lin[s])),
+                )
+                for s in range(3)
+            )
+            for r in range(3)
+        )
+        return 0.0, _vadd(_vscale(lin, mass), _cross3(w, h)), ibar_rate
+
+    def _rnea_derivatives(self, q: jax.Array, v: jax.Array, a: jax.Array):
+        """Newton-Euler with its partial derivatives, on scalars: q, v, a (nv,) -> (tau,
+        dtau/dq, dtau/dv), a list of nv scalars and two nv x nv nested lists (row j: tau_j).
+
+        One outward and one inward pass in world coordinates, after Carpentier and Mansard
+        (Analytical derivatives of rigid body dynamics algorithms, RSS 2018); the formulas are
+        derived here as follows. In world coordinates S_i, I_i, v_i, a_i, f_i = I_i a_i +
+        v_i x* I_i v_i; F_j, H_j, Ic_j and B_j are the sums over the subtree of j of f_k, the
+        momenta I_k v_k, the inertias I_k and their rates v_k x* I_k - I_k v_k x. Turning
+        q_i moves the subtree of i rigidly about S_i, except that v_k and a_k keep their
+        parts v_p, a_p from the parent p of i: dv_k = S_i x (v_k - v_p) and da_k = S_i x (a_k
+        - a_p) - u_i x (v_k - v_p), u_i = S_i x v_p. With psi_i = S_i x a_p - u_i x v_p that
+        gives, summed over the subtree of j (in that of i), dF_j = S_i x* F_j - Ic_j psi_i -
+        B_j u_i - u_i x* H_j, and the rigid part cancels in tau_j = S_j . F_j where S_j turns
+        too (j in the subtree of i):
+            dtau_j/dq_i = -(alpha_j . psi_i + beta_j . u_i),    alpha_j = Ic_j S_j,
+            dtau_j/dv_i = beta_j . S_i + alpha_j . c_i,         beta_j = B_j S_j - S_j x* H_j,
+        with c_i = 2 v_p x S_i (from da_k/dv_i = S_i x v_k + c_i); for j a strict ancestor of
+        i, S_j stays and tau_j = S_j . F_j sees dF_i: dtau_j/dq_i = S_j . G_i, G_i = S_i x*
+        F_i - Ic_i psi_i - B_i u_i - u_i x* H_i, and dtau_j/dv_i = S_j . (B_i S_i + S_i x*
+        H_i + Ic_i c_i). Elsewhere the derivatives are zero. Checked against reverse-mode
+        autodiff of `inverse_dynamics` and against Pinocchio in tests/test_robots.py.
+        """
+        n = self.nv
+        zero3 = (0.0, 0.0, 0.0)
+        rest = (zero3, zero3)
+        base_acc = (zero3, tuple(-float(g) for g in self.gravity))
+        world = self._world_poses(q)
+        axis, vel, acc, inertia, rate, momentum, force = ([None] * n for _ in range(7))
+        for i, c in enumerate(self._constants):  # outward, world coordinates
+            rot, pos = world[i]
+            ang = _mat_vec(rot, c["s_ang"])
+            axis[i] = (ang, _vadd(_mat_vec(rot, c["s_lin"]), _cross3(pos, ang)))
+            p = self.parents[i]
+            v_in, a_in = (vel[p], acc[p]) if p >= 0 else (rest, base_acc)
+            v_joint = _sscale(axis[i], v[i])
+            vel[i] = _sadd(v_in, v_joint)
+            acc[i] = _sadd(_sadd(a_in, _sscale(axis[i], a[i])), _motion_cross(vel[i], v_joint))
+            inertia[i] = self._inertia_in(world[i], c["mass"], c["h"], c["ibar"])
+            rate[i] = self._inertia_rate(*inertia[i], vel[i])
+            momentum[i] = self._inertia_times(*inertia[i], vel[i])
+            force[i] = _sadd(self._inertia_times(*inertia[i], acc[i]),
+                             _force_cross(vel[i], momentum[i]))
+        for i in reversed(range(n)):  # inward: subtree sums
+            p = self.parents[i]
+            if p >= 0:
+                for sums in (inertia, rate):
+                    sums[p] = (_add(sums[p][0], sums[i][0]), _vadd(sums[p][1], sums[i][1]),
+                               _madd(sums[p][2], sums[i][2]))
+                momentum[p] = _sadd(momentum[p], momentum[i])
+                force[p] = _sadd(force[p], force[i])
+        tau = [_sdot(axis[j], force[j]) for j in range(n)]
+        alpha = [self._inertia_times(*inertia[j], axis[j]) for j in range(n)]
+        beta = [_ssub(self._inertia_times(*rate[j], axis[j]), _force_cross(axis[j], momentum[j]))
+                for j in range(n)]
+        d_q = [[0.0] * n for _ in range(n)]
+        d_v = [[0.0] * n for _ in range(n)]
+        for i in range(n):
+            p = self.parents[i]
+            v_in, a_in = (vel[p], acc[p]) if p >= 0 else (rest, base_acc)
+            u = _motion_cross(axis[i], v_in)
+            psi = _ssub(_motion_cross(axis[i], a_in), _motion_cross(u, v_in))
+            cor = _sscale(_motion_cross(v_in, axis[i]), 2.0)
+            g_i = _ssub(
+                _ssub(_force_cross(axis[i], force[i]), self._inertia_times(*inertia[i], psi)),
+                _sadd(self._inertia_times(*rate[i], u), _force_cross(u, momentum[i])),
+            )
+            d_i = _sadd(
+                _sadd(self._inertia_times(*rate[i], axis[i]), _force_cross(axis[i], momentum[i])),
+                self._inertia_times(*inertia[i], cor),
+            )
+            for j in self._subtree[i]:  # j in the subtree of i, i itself included
+                d_q[j][i] = _sub(0.0, _add(_sdot(alpha[j], psi), _sdot(beta[j], u)))
+                d_v[j][i] = _add(_sdot(beta[j], axis[i]), _sdot(alpha[j], cor))
+            j = p
+            while j >= 0:  # the strict ancestors of i
+                d_q[j][i] = _sdot(axis[j], g_i)
+                d_v[j][i] = _sdot(axis[j], d_i)
+                j = self.parents[j]
+        return tau, d_q, d_v
+
+    @functools.cached_property
+    def _subtree(self) -> list[list[int]]:
+        """Per body i, the bodies of its subtree, i first."""
+        out = [[i] for i in range(self.nv)]
+        for i in reversed(range(self.nv)):
+            p = self.parents[i]
+            if p >= 0:
+                out[p].extend(out[i])
+        return out
+
     def _crba(self, poses: list) -> list:
         """Composite-rigid-body algorithm on scalars: M as nested lists (nv x nv)."""
         n = self.nv
@@ -566,30 +741,9 @@ class Robot:
             p = self.parents[i]
             if p < 0:
                 continue
-            rot, pos = poses[i]
-            mass, h, ibar = comp[i]
-            h_rot = _mat_vec(rot, h)  # child coordinates -> parent's
-            i_rot = _mat_mat(_mat_mat(rot, ibar), _transpose(rot))
-            # Shift to the parent's origin: x = pos + y gives, summed over the mass,
-            # m (|pos|^2 1 - pos pos^T) + 2 (pos . h) 1 - pos h^T - h pos^T.
-            diag = _add(_mul(mass, _dot3(pos, pos)), _mul(2.0, _dot3(pos, h_rot)))
-            shifted = tuple(
-                tuple(
-                    _sub(
-                        _add(i_rot[r][s], diag if r == s else 0.0),
-                        _add(_mul(mass, _mul(pos[r], pos[s])),
-                             _add(_mul(pos[r], h_rot[s]), _mul(h_rot[r], pos[s]))),
-                    )
-                    for s in range(3)
-                )
-                for r in range(3)
-            )
+            mass, h, ibar = self._inertia_in(poses[i], *comp[i])
             pm, ph, pi = comp[p]
-            comp[p] = (
-                _add(pm, mass),
-                _vadd(ph, _vadd(h_rot, _vscale(pos, mass))),
-                tuple(_vadd(a, b) for a, b in zip(pi, shifted, strict=True)),
-            )
+            comp[p] = (_add(pm, mass), _vadd(ph, h), _madd(pi, ibar))
         m = [[None] * n for _ in range(n)]
         for i, c in enumerate(self._constants):
             s = (c["s_ang"], c["s_lin"])
@@ -613,6 +767,17 @@ class Robot:
         dtype = jnp.result_type(q, v, a)
         return _as_array(tuple(self._rnea(self._local_poses(q), v, a)), dtype)
 
+    def inverse_dynamics_derivatives(
+        self, q: jax.Array, v: jax.Array, a: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Inverse dynamics and its partial derivatives: q, v, a (nv,) -> (tau (nv,),
+        dtau/dq (nv, nv), dtau/dv (nv, nv)); dtau/da is `mass_matrix`. Analytic (see
+        `_rnea_derivatives`), what Pinocchio's computeRNEADerivatives returns."""
+        q, v, a = self._check("q", q), self._check("v", v), self._check("a", a)
+        tau, d_q, d_v = self._rnea_derivatives(q, v, a)
+        dtype = jnp.result_type(q, v, a)
+        return _as_array(tau, dtype), *_as_array((d_q, d_v), dtype)
+
     def mass_matrix(self, q: jax.Array) -> jax.Array:
         """Joint-space inertia M(q): q (nv,) -> (nv, nv), symmetric positive definite.
 
@@ -634,7 +799,7 @@ class Robot:
             poses = self._local_poses(q)
             chol = _cholesky(self._crba(poses), jnp.result_type(q, v, tau))
             bias = self._rnea(poses, v, zeros)
-            return chol, _cho_solve(chol, [tau[i] - bias[i] for i in range(self.nv)])
+            return chol, jnp.stack(_cho_solve(chol, [tau[i] - bias[i] for i in range(self.nv)]))
 
         @jax.custom_jvp
         def fd(q, v, tau):
@@ -646,18 +811,16 @@ class Robot:
             dq, dv, dtau = tangents
             chol, qdd = solve(q, v, tau)
 
-            def inverse(q_, v_):
-                return _as_array(tuple(self._rnea(self._local_poses(q_), v_, qdd)), qdd.dtype)
-
-            # The partial derivatives of inverse dynamics and M^-1 as matrices, computed once
-            # from primal values; under jacfwd only the mat-vecs below are batched over the
-            # tangent directions. Reverse mode: nv backward passes instead of 2 nv forward
-            # ones. Measured for 1024 UR5 states on the 2-core CPU (jit(vmap(jacfwd))): 20 ms,
-            # against 56 ms with jacfwd here and 100-140 ms for a JVP of inverse dynamics per
-            # tangent direction (which also ran for the tau directions, where dq = dv = 0).
-            id_q, id_v = jax.jacrev(inverse, argnums=(0, 1))(q, v)
+            # The partial derivatives of inverse dynamics (analytic, `_rnea_derivatives`) and
+            # M^-1 as matrices, computed once from primal values; under jacfwd only the
+            # mat-vecs below are batched over the tangent directions. Measured (2-core CPU,
+            # jit(vmap(jacfwd)) of forward_dynamics on UR5 states, side by side): 0.71 / 7.2 /
+            # 19 ms for 64 / 1024 / 3200 states, against 1.5 / 8.5 / 21 ms with reverse-mode
+            # autodiff of Newton-Euler here (nv backward passes) and 56 ms (1024) with jacfwd.
+            _, id_q, id_v = self._rnea_derivatives(q, v, qdd)
+            id_q, id_v = _as_array((id_q, id_v), qdd.dtype)
             eye = np.eye(self.nv).tolist()  # Python floats: a NumPy float64 would promote float32
-            m_inv = jnp.stack([_cho_solve(chol, eye[k]) for k in range(self.nv)], axis=1)
+            m_inv = _as_array([_cho_solve(chol, eye[k]) for k in range(self.nv)], qdd.dtype).T
             return qdd, _mv(m_inv, dtau - _mv(id_q, dq) - _mv(id_v, dv))
 
         return fd
