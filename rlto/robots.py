@@ -695,8 +695,9 @@ class Robot:
                 force[p] = _sadd(force[p], force[i])
         tau = [_sdot(axis[j], force[j]) for j in range(n)]
         alpha = [self._inertia_times(*inertia[j], axis[j]) for j in range(n)]
-        beta = [_ssub(self._inertia_times(*rate[j], axis[j]), _force_cross(axis[j], momentum[j]))
-                for j in range(n)]
+        rate_axis = [self._inertia_times(*rate[j], axis[j]) for j in range(n)]  # B_j S_j
+        axis_momentum = [_force_cross(axis[j], momentum[j]) for j in range(n)]  # S_j x* H_j
+        beta = [_ssub(rate_axis[j], axis_momentum[j]) for j in range(n)]
         d_q = [[0.0] * n for _ in range(n)]
         d_v = [[0.0] * n for _ in range(n)]
         for i in range(n):
@@ -704,18 +705,16 @@ class Robot:
             v_in, a_in = (vel[p], acc[p]) if p >= 0 else (rest, base_acc)
             u = _motion_cross(axis[i], v_in)
             psi = _ssub(_motion_cross(axis[i], a_in), _motion_cross(u, v_in))
-            cor = _sscale(_motion_cross(v_in, axis[i]), 2.0)
             g_i = _ssub(
                 _ssub(_force_cross(axis[i], force[i]), self._inertia_times(*inertia[i], psi)),
                 _sadd(self._inertia_times(*rate[i], u), _force_cross(u, momentum[i])),
             )
-            d_i = _sadd(
-                _sadd(self._inertia_times(*rate[i], axis[i]), _force_cross(axis[i], momentum[i])),
-                self._inertia_times(*inertia[i], cor),
-            )
+            # c_i = 2 v_p x S_i = -2 u_i
+            d_i = _ssub(_sadd(rate_axis[i], axis_momentum[i]),
+                        _sscale(self._inertia_times(*inertia[i], u), 2.0))
             for j in self._subtree[i]:  # j in the subtree of i, i itself included
                 d_q[j][i] = _sub(0.0, _add(_sdot(alpha[j], psi), _sdot(beta[j], u)))
-                d_v[j][i] = _add(_sdot(beta[j], axis[i]), _sdot(alpha[j], cor))
+                d_v[j][i] = _sub(_sdot(beta[j], axis[i]), _mul(2.0, _sdot(alpha[j], u)))
             j = p
             while j >= 0:  # the strict ancestors of i
                 d_q[j][i] = _sdot(axis[j], g_i)
