@@ -55,7 +55,7 @@ from rich.progress import (  # noqa: E402
 
 import rlto  # noqa: E402
 from benchmarks import machine_info  # noqa: E402
-from rlto import reference  # noqa: E402
+from rlto.solver.ddp import SolverOptions  # noqa: E402
 
 KINDS = ("numpy", "native", "jax")
 KIND_LABELS = {
@@ -95,6 +95,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--stem", default="solver",
                         help="output file names STEM.json, .md, .png (default: %(default)s; e.g. "
                         "solver_ur5 for a run on ur5 alone)")
+    parser.add_argument("--line-search", choices=("auto", "parallel", "sequential"),
+                        default="auto",
+                        help="rlto's line search (SolverOptions.parallel_line_search; auto: "
+                        "parallel on a GPU, sequential on a CPU) (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: pendulum, n=2, 5 iterations, 2 crocoddyl instances")
     args = parser.parse_args(argv)
@@ -113,11 +117,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def machine() -> dict:
-    import crocoddyl
-    import pinocchio
-
-    return {**machine_info.machine(), "jax_backend": jax.default_backend(),
-            "crocoddyl": crocoddyl.__version__, "pinocchio": pinocchio.__version__}
+    """Machine, JAX backend and the crocoddyl and Pinocchio versions (None where not installed:
+    with --kinds '' rlto runs alone, as on a GPU machine without them)."""
+    versions = {}
+    for name in ("crocoddyl", "pinocchio"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            versions[name] = None
+    return {**machine_info.machine(), "jax_backend": jax.default_backend(), **versions}
 
 
 def prefix(params: dict, n: int) -> dict:
@@ -127,13 +135,17 @@ def prefix(params: dict, n: int) -> dict:
 def run_rlto(problem, params, args) -> dict:
     """Warm-up (compiling) call, then timed calls: the best of 3, or of fewer once they have
     taken 15 s (the machines are shared: the best of several is the least disturbed)."""
+    parallel = {"auto": None, "parallel": True, "sequential": False}[args.line_search]
+    options = SolverOptions(parallel_line_search=parallel)
     start = time.perf_counter()
-    result = rlto.solve(problem, params, init=None, max_iter=args.max_iter, tol=args.tol)
+    result = rlto.solve(problem, params, init=None, max_iter=args.max_iter, tol=args.tol,
+                        options=options)
     first = time.perf_counter() - start
     times = []
     while len(times) < 3 and sum(times) < 15.0:
         start = time.perf_counter()
-        result = rlto.solve(problem, params, init=None, max_iter=args.max_iter, tol=args.tol)
+        result = rlto.solve(problem, params, init=None, max_iter=args.max_iter, tol=args.tol,
+                            options=options)
         times.append(time.perf_counter() - start)
     n = result.n
     seconds = min(times)
@@ -153,6 +165,8 @@ def run_rlto(problem, params, args) -> dict:
 
 
 def run_crocoddyl(problem, params, kind, count, args, progress) -> dict:
+    from rlto import reference
+
     task = progress.add_task(f"{problem.name}: {KIND_LABELS[kind]}", total=count)
     out = reference.solve_crocoddyl(
         problem, prefix(params, count), init=None, max_iter=args.max_iter, th_stop=args.tol,
@@ -207,7 +221,8 @@ def write_markdown(path: Path, result: dict) -> None:
         f"load average {m['load_average_start'][0]:.1f} at start, "
         f"{m.get('load_average_end', [float('nan')])[0]:.1f} at end. "
         "Warm start: the problem's default controls (zero; ur5: a reach to the IK pose). "
-        f"max_iter {s['max_iter']}, tol = th_stop = {s['tol']:g}. "
+        f"max_iter {s['max_iter']}, tol = th_stop = {s['tol']:g}; rlto's line search "
+        f"{s.get('line_search', 'auto')} (auto: parallel on a GPU, sequential on a CPU). "
         "Same run, same instances.",
         "",
         "Throughput in instances solved per second; ratio = rlto / crocoddyl (> 1: rlto faster). "
@@ -322,7 +337,12 @@ def main(argv=None) -> int:
             problem = rlto.make(name)
             params = problem.sample(jax.random.key(args.seed), n_max)
             params = {k: np.asarray(v) for k, v in params.items()}
-            available = reference.available_models(problem)
+            if args.kinds:
+                from rlto import reference  # needs crocoddyl; --kinds '' runs without it
+
+                available = reference.available_models(problem)
+            else:
+                available = []
             croc = {}
             for kind in args.kinds:
                 if kind not in available:
@@ -357,6 +377,7 @@ def main(argv=None) -> int:
             "sizes": args.sizes,
             "max_iter": args.max_iter,
             "tol": args.tol,
+            "line_search": args.line_search,
             "kinds": args.kinds,
             "croc_subset": args.croc_subset,
             "jax_subset": args.jax_subset,

@@ -18,11 +18,12 @@ floating-base and needs a device workaround under vmap with jax 0.10.2 (DESIGN.m
 one run (benchmarks/dynamics.py, 1024 UR5 states, 2-core CPU): forward dynamics
 1.6 ms here, 6.3 ms adam (M^-1 (tau - h)), 6.5 ms Pinocchio's aba in a Python loop; derivatives
 6.9 ms here, 153 ms adam (jacfwd), 14.0 ms Pinocchio's computeABADerivatives loop (at 4096: 30
-against 54 ms). On an H100 (with the earlier autodiff derivatives): derivatives of 65536 states
-in 1.1 ms (benchmarks/results/gpu/dynamics.md). How: the tree is unrolled at trace time in
-scalar arithmetic (see the section on the 3-D algebra), M by the composite-rigid-body algorithm,
-C v + g by Newton-Euler, and the derivatives by a custom JVP from Newton-Euler's analytic
-derivatives (`inverse_dynamics_derivatives`).
+against 54 ms). On an H200: derivatives of 65536 states in 1.2 ms, and about 1 ms from 64 states
+up, which is kernel-launch latency (benchmarks/results/gpu/dynamics.md; the earlier autodiff
+derivatives, fewer and wider kernels, took 0.3 ms for 4096 states on an H100). How: the tree
+is unrolled at trace time in scalar arithmetic (see the section on the 3-D algebra), M by the
+composite-rigid-body algorithm, C v + g by Newton-Euler, and the derivatives by a custom JVP
+from Newton-Euler's analytic derivatives (`inverse_dynamics_derivatives`).
 
 Model, in Featherstone's notation (Rigid Body Dynamics Algorithms, 2008, ch. 2, 5-7): spatial
 vectors are (angular; linear), a body's pose in its parent is (rot, pos), and the base is fixed

@@ -185,6 +185,25 @@ def test_batched_equals_per_instance_loop(pendulum):
         np.testing.assert_allclose(one.cost[0], batched.cost[i], rtol=1e-12)
 
 
+def test_parallel_line_search_takes_the_sequential_steps(pendulum, lqr_box):
+    """All step lengths tried at once (the GPU default) take the step that backtracking takes,
+    and count every rollout: (iterations + 1) T forward calls become (10 iterations + 1) T."""
+    from rlto.solver.ddp import SolverOptions
+
+    for problem in (pendulum, lqr_box):
+        params = problem.sample(jax.random.key(11), 6)
+        one_by_one = rlto.solve(problem, params, options=SolverOptions(parallel_line_search=False))
+        at_once = rlto.solve(problem, params, options=SolverOptions(parallel_line_search=True))
+        np.testing.assert_array_equal(at_once.iterations, one_by_one.iterations)
+        np.testing.assert_array_equal(at_once.status, one_by_one.status)
+        np.testing.assert_allclose(at_once.us, one_by_one.us, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(at_once.K, one_by_one.K, rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(at_once.derivative_calls, one_by_one.derivative_calls)
+        np.testing.assert_array_equal(at_once.forward_calls,
+                                      (10 * at_once.iterations + 1) * problem.horizon)
+        assert (one_by_one.forward_calls < at_once.forward_calls).all()
+
+
 def test_box_bounds_hold_and_improve_on_clipped_lqr(lqr_box, lqr_free):
     params = lqr_box.sample(jax.random.key(5), 8)
     result = rlto.solve(lqr_box, params, tol=1e-10, max_iter=300)
