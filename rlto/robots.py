@@ -213,8 +213,10 @@ def _mat_mat(a, b):
     return tuple(tuple(_dot3(row, col) for col in cols) for row in a)
 
 
-def _madd(a, b):
-    return tuple(_vadd(x, y) for x, y in zip(a, b, strict=True))
+def _inertia_add(a, b):
+    """The sum of two spatial inertias (mass, h, ibar) in the same coordinates."""
+    return (_add(a[0], b[0]), _vadd(a[1], b[1]),
+            tuple(_vadd(x, y) for x, y in zip(a[2], b[2], strict=True)))
 
 
 def _sadd(a, b):
@@ -689,9 +691,8 @@ class Robot:
         for i in reversed(range(n)):  # inward: subtree sums
             p = self.parents[i]
             if p >= 0:
-                for sums in (inertia, rate):
-                    sums[p] = (_add(sums[p][0], sums[i][0]), _vadd(sums[p][1], sums[i][1]),
-                               _madd(sums[p][2], sums[i][2]))
+                inertia[p] = _inertia_add(inertia[p], inertia[i])
+                rate[p] = _inertia_add(rate[p], rate[i])  # rates are inertias of mass 0
                 momentum[p] = _sadd(momentum[p], momentum[i])
                 force[p] = _sadd(force[p], force[i])
         tau = [_sdot(axis[j], force[j]) for j in range(n)]
@@ -741,9 +742,7 @@ class Robot:
             p = self.parents[i]
             if p < 0:
                 continue
-            mass, h, ibar = self._inertia_in(poses[i], *comp[i])
-            pm, ph, pi = comp[p]
-            comp[p] = (_add(pm, mass), _vadd(ph, h), _madd(pi, ibar))
+            comp[p] = _inertia_add(comp[p], self._inertia_in(poses[i], *comp[i]))
         m = [[None] * n for _ in range(n)]
         for i, c in enumerate(self._constants):
             s = (c["s_ang"], c["s_lin"])

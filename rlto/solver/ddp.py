@@ -341,15 +341,6 @@ def _iterate(fns: _Fns, opts: SolverOptions, params, shared, lam, mu, state: _St
         accept = jnp.isfinite(cost_try) & jnp.where(expected >= 0, descent, uphill)
         return accept, xs_try, us_try, cost_try, jnp.abs(d0 + 0.5 * d1)
 
-    def search_cond(carry):
-        i, accepted = carry[0], carry[1]
-        return (i < len(_ALPHAS)) & ~accepted
-
-    def search_body(carry):
-        i = carry[0]
-        accept, xs_try, us_try, cost_try, stop = try_step(i)
-        return i + 1, accept, xs_try, us_try, cost_try, stop
-
     parallel = opts.parallel_line_search
     if parallel is None:
         parallel = jax.default_backend() != "cpu"
@@ -361,6 +352,16 @@ def _iterate(fns: _Fns, opts: SolverOptions, params, shared, lam, mu, state: _St
         xs_try, us_try, cost_try, stop = (a[index] for a in every[1:])
         rollouts = len(_ALPHAS)
     else:
+
+        def search_cond(carry):
+            i, accepted = carry[0], carry[1]
+            return (i < len(_ALPHAS)) & ~accepted
+
+        def search_body(carry):
+            i = carry[0]
+            accept, xs_try, us_try, cost_try, stop = try_step(i)
+            return i + 1, accept, xs_try, us_try, cost_try, stop
+
         init = (0, False, state.xs, state.us, state.cost, jnp.inf)
         tries, accepted, xs_try, us_try, cost_try, stop = jax.lax.while_loop(
             search_cond, search_body, init
