@@ -3,8 +3,10 @@
 For each batch size n, the same n random states (q, v, tau) (seed --seed; q, v uniform in
 [-pi, pi] and [-2, 2], tau within the URDF torque limits) are evaluated, in one run, by
 
-- rlto.robots (jit(vmap(...)) over the batch): forward dynamics `forward_dynamics` and its
-  derivatives jacfwd w.r.t. (q, v, tau) (what the DDP solver calls);
+- rlto.robots (jit(vmap(...)) over the batch): forward dynamics `forward_dynamics`, its
+  derivatives w.r.t. (q, v, tau) in closed form (`forward_dynamics_derivatives`, what the DDP
+  solver calls through ur5's `Problem.dynamics_jacobians`) and by jacfwd through its custom
+  JVP (what autodiff of a user's own dynamics built on `forward_dynamics` costs);
 - adam-robotics' JAX backend, fixed base as qdd = M_jj^-1 (tau - h_j) from its floating-base
   mass matrix and bias force (base at rest), jit(vmap), and jacfwd of that (when adam imports);
 - Pinocchio, one call per point in a Python loop: `pin.aba` and `pin.computeABADerivatives`
@@ -46,7 +48,8 @@ from rlto.robots import load_robot  # noqa: E402
 
 COLUMNS = {
     "rlto_fd": "rlto forward dynamics",
-    "rlto_deriv": "rlto derivatives (jacfwd)",
+    "rlto_deriv": "rlto derivatives (closed form)",
+    "rlto_jacfwd_deriv": "rlto derivatives (jacfwd)",
     "adam_fd": "adam M^-1 (tau - h)",
     "adam_deriv": "adam derivatives (jacfwd)",
     "pin_fd": "Pinocchio aba, Python loop",
@@ -114,6 +117,8 @@ def jax_functions(robot, adam: bool) -> tuple[dict, dict]:
     for name, fd in fns.items():
         out[name] = fd
         out[name.replace("_fd", "_deriv")] = jax.jacfwd(fd, argnums=(0, 1, 2))
+    out["rlto_jacfwd_deriv"] = out["rlto_deriv"]
+    out["rlto_deriv"] = lambda q, v, tau: robot.forward_dynamics_derivatives(q, v, tau)[1:]
     return out, notes
 
 

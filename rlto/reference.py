@@ -58,7 +58,7 @@ class _JaxFunctions:
             return jnp.concatenate([xnext, jnp.reshape(cost, (1,))])
 
         def running_diff(x, u, t, params):
-            Fx, Fu = jax.jacfwd(problem.dynamics, argnums=(0, 1))(x, u, t, params)
+            _, Fx, Fu = problem.linearized_dynamics(x, u, t, params)
 
             def cost_z(z):
                 return problem.running_cost(z[:nx], z[nx:], t, params)

@@ -170,6 +170,32 @@ def test_sampler_wrong_shape():
         _custom(sample=lambda key, n: {"x0": jnp.zeros((n, 3))})
 
 
+def test_dynamics_jacobians_checked_against_autodiff():
+    """A closed-form linearisation is used where given, and one that is wrong (here df/du ten
+    times too large) or badly shaped is refused at construction."""
+    a = np.array([[1.0, 0.1], [0.0, 1.0]])
+    b = np.array([[0.0], [0.1]])
+
+    def right(x, u, t, p):
+        return x + 0.1 * jnp.concatenate([x[1:], u]), jnp.asarray(a), jnp.asarray(b)
+
+    problem = _custom(dynamics_jacobians=right)
+    x, u = jnp.array([0.3, -0.2]), jnp.array([0.5])
+    f, fx, fu = problem.linearized_dynamics(x, u, 0, {})
+    np.testing.assert_allclose(fx, a)
+    np.testing.assert_allclose(fu, b)
+    np.testing.assert_allclose(f, problem.dynamics(x, u, 0, {}))
+    _, gx, gu = _custom().linearized_dynamics(x, u, 0, {})  # the autodiff fallback
+    np.testing.assert_allclose(gx, a, atol=1e-15)
+    np.testing.assert_allclose(gu, b, atol=1e-15)
+    with pytest.raises(rlto.ProblemError, match=r"dynamics_jacobians.*df/du differs by 0\.9"):
+        _custom(dynamics_jacobians=lambda x, u, t, p: (*right(x, u, t, p)[:2], 10 * b))
+    with pytest.raises(rlto.ProblemError, match=r"df/dx of shape \(2,\), expected \(2, 2\)"):
+        _custom(dynamics_jacobians=lambda x, u, t, p: (x, x, b))
+    with pytest.raises(rlto.ProblemError, match="must return a tuple"):
+        _custom(dynamics_jacobians=lambda x, u, t, p: x)
+
+
 def test_params_wrong_shape_in_check():
     problem = _custom()
     with pytest.raises(rlto.ProblemError, match="x0.*expected"):
@@ -192,7 +218,8 @@ def _fd_jacobian(f, z, h=1e-6):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_dynamics_jacobian_matches_finite_differences(name):
-    """jacfwd/grad of dynamics and costs equal central differences (float64, rtol 1e-6)."""
+    """jacfwd/grad of dynamics and costs, and Problem.linearized_dynamics (ur5's closed form),
+    equal central differences (float64, rtol 1e-6)."""
     problem = rlto.make(name)
     params = problem.sample(jax.random.key(11), 3)
     us = random_controls(problem, jax.random.key(12), 3)
@@ -200,6 +227,7 @@ def test_dynamics_jacobian_matches_finite_differences(name):
     l = jax.jit(lambda x, u, p: problem.running_cost(x, u, 0, p))
     lt = jax.jit(problem.terminal_cost)
     f_x, f_u = jax.jit(jax.jacfwd(f, argnums=0)), jax.jit(jax.jacfwd(f, argnums=1))
+    linearized = jax.jit(lambda x, u, p: problem.linearized_dynamics(x, u, 0, p))
     l_x, lt_x = jax.jit(jax.grad(l)), jax.jit(jax.grad(lt))
     for i in range(3):
         p = {k: v[i] for k, v in params.items()}
@@ -207,6 +235,8 @@ def test_dynamics_jacobian_matches_finite_differences(name):
         checks = [
             (f_x(x, u, p), _fd_jacobian(lambda z: f(z, u, p), x), 1e-8),  # noqa: B023
             (f_u(x, u, p), _fd_jacobian(lambda z: f(x, z, p), u), 1e-8),  # noqa: B023
+            (linearized(x, u, p)[1], _fd_jacobian(lambda z: f(z, u, p), x), 1e-8),  # noqa: B023
+            (linearized(x, u, p)[2], _fd_jacobian(lambda z: f(x, z, p), u), 1e-8),  # noqa: B023
             (l_x(x, u, p), _fd_jacobian(lambda z: l(z, u, p), x), 1e-7),  # noqa: B023
             (lt_x(x, p), _fd_jacobian(lambda z: lt(z, p), x), 1e-7),  # noqa: B023
         ]

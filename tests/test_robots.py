@@ -71,13 +71,20 @@ def test_inverse_dynamics_and_mass_matrix_match_pinocchio(pair):
 
 
 def test_derivatives_match_compute_aba_derivatives(pair):
+    """Both ways to the derivatives of forward dynamics, jacfwd through its custom JVP and the
+    closed form `forward_dynamics_derivatives`, against Pinocchio's."""
     robot, model, data = pair
     q, v, tau = random_states(robot, 4, seed=2)
     jac = jax.jit(jax.vmap(jax.jacfwd(robot.forward_dynamics, argnums=(0, 1, 2))))(q, v, tau)
+    qdd, *closed_form = jax.jit(jax.vmap(robot.forward_dynamics_derivatives))(q, v, tau)
     for i in range(len(q)):
+        np.testing.assert_allclose(qdd[i], pin.aba(model, data, q[i], v[i], tau[i]), rtol=0,
+                                   atol=1e-9)
         pin.computeABADerivatives(model, data, q[i], v[i], tau[i])
-        for ours, theirs in zip(jac, (data.ddq_dq, data.ddq_dv, data.Minv), strict=True):
+        for theirs, by_jvp, ours in zip((data.ddq_dq, data.ddq_dv, data.Minv), jac, closed_form,
+                                        strict=True):
             scale = max(1.0, np.abs(theirs).max())
+            np.testing.assert_allclose(by_jvp[i], theirs, rtol=0, atol=1e-8 * scale)
             np.testing.assert_allclose(ours[i], theirs, rtol=0, atol=1e-8 * scale)
 
 
@@ -132,6 +139,7 @@ def test_tree_dynamics_and_derivatives_match_pinocchio(tree):
     test_inverse_dynamics_and_mass_matrix_match_pinocchio(tree)
     test_derivatives_match_compute_aba_derivatives(tree)
     test_newton_euler_derivatives_match_compute_rnea_derivatives(tree)
+    test_step_jacobians_equal_autodiff_of_step(tree)
 
 
 def test_newton_euler_derivatives_match_compute_rnea_derivatives(pair):
@@ -196,6 +204,22 @@ def test_step_is_semi_implicit_euler_and_batches():
     np.testing.assert_allclose(fx[:, 3], fd, rtol=0, atol=1e-7)
 
 
+def test_step_jacobians_equal_autodiff_of_step(pair):
+    """The closed-form step Jacobians (what DDP linearises ur5 with) against jacfwd of `step`,
+    on every robot, batched."""
+    robot, _, _ = pair
+    q, v, tau = random_states(robot, 3, seed=12)
+    x = np.concatenate([q, v], axis=1)
+    dt = 0.01
+    x_next, fx, fu = jax.jit(jax.vmap(robot.step_jacobians, in_axes=(0, 0, None)))(x, tau, dt)
+    step = jax.vmap(robot.step, in_axes=(0, 0, None))
+    autodiff = jax.vmap(jax.jacfwd(robot.step, argnums=(0, 1)), in_axes=(0, 0, None))
+    np.testing.assert_allclose(x_next, step(x, tau, dt), rtol=0, atol=1e-12)
+    for ours, theirs in zip((fx, fu), autodiff(x, tau, dt), strict=True):
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12 * np.abs(theirs).max())
+
+
 def test_float32_inputs_compute_in_float32_and_match_float64(pair):
     """float32 in, float32 through: no float64 operation in the step, its Jacobians and its
     VJP (a stray float64 constant would promote the whole computation and lose the speed),
@@ -212,6 +236,7 @@ def test_float32_inputs_compute_in_float32_and_match_float64(pair):
         return robot.frame_placement(q, robot.frame_names[-1])
 
     traced = [jax.make_jaxpr(step)(x32, tau32),
+              jax.make_jaxpr(lambda x, u: robot.step_jacobians(x, u, 0.01))(x32, tau32),
               jax.make_jaxpr(jax.jacfwd(step, argnums=(0, 1)))(x32, tau32),
               jax.make_jaxpr(lambda x, u: jax.vjp(step, x, u)[1](x))(x32, tau32),
               jax.make_jaxpr(placement)(x32[:robot.nv])]
@@ -389,7 +414,8 @@ def test_dynamics_benchmark_smoke(tmp_path):
     result = json.loads((tmp_path / "dynamics.json").read_text())
     assert [row["n"] for row in result["rows"]] == [1, 8]
     for row in result["rows"]:
-        assert set(row["max_abs_difference"]) == {"rlto_fd vs pin_fd", "rlto_deriv vs pin_deriv"}
+        assert set(row["max_abs_difference"]) == {"rlto_fd vs pin_fd", "rlto_deriv vs pin_deriv",
+                                                  "rlto_jacfwd_deriv vs pin_deriv"}
         assert max(row["max_abs_difference"].values()) < 1e-8
     assert (tmp_path / "dynamics.md").read_text().startswith("# Batched dynamics throughput")
     assert (tmp_path / "dynamics.png").stat().st_size > 0

@@ -389,7 +389,9 @@ def _compiled_control_effects(problem: Problem):
     steps = jnp.arange(problem.horizon)
 
     def one(xs, us, params):
-        jac = jax.jacfwd(problem.dynamics, argnums=1)
+        def jac(x, u, t, params):
+            return problem.linearized_dynamics(x, u, t, params)[2]
+
         return jax.vmap(jac, in_axes=(0, 0, 0, None))(xs[:-1], us, steps, params)
 
     return jax.jit(jax.vmap(one))

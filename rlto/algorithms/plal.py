@@ -235,7 +235,7 @@ def _compiled_curvature(problem: Problem):
     steps = jnp.arange(problem.horizon)
 
     def at(x, u, t, V, p):
-        fu = jax.jacfwd(problem.dynamics, argnums=1)(x, u, t, p)
+        fu = problem.linearized_dynamics(x, u, t, p)[2]
         luu = jax.hessian(problem.running_cost, argnums=1)(x, u, t, p)
         return jnp.mean(jnp.diagonal(luu + fu.T @ V @ fu))
 

@@ -103,6 +103,9 @@ def make_ur5(config: UR5Config = UR5Config(), **overrides) -> Problem:
     def dynamics(x, u, t, params):
         return robot.step(x, u, c.dt)
 
+    def dynamics_jacobians(x, u, t, params):
+        return robot.step_jacobians(x, u, c.dt)
+
     def running_cost(x, u, t, params):
         d = position(x, params) - params["target"]
         v = x[nv:]
@@ -156,6 +159,7 @@ def make_ur5(config: UR5Config = UR5Config(), **overrides) -> Problem:
         target=lambda params: params["target"],
         angles=tuple(range(nv)),
         initial_controls=reach,
+        dynamics_jacobians=dynamics_jacobians,
         config=c,
     )
 

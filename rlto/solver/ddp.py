@@ -120,6 +120,7 @@ class _Fns(NamedTuple):
     """The single-instance functions the inner solver differentiates (static under jit)."""
 
     dynamics: Callable
+    linearized_dynamics: Callable  # Problem.linearized_dynamics: (f, df/dx, df/du)
     running: Callable  # (x, u, t, params, shared, lam_t, mu) -> total running cost
     differentiated: Callable  # the part of `running` that _linearize differentiates by autodiff
     extra_derivatives: Callable | None  # ExtraCost.running_derivatives: the rest's derivatives
@@ -157,17 +158,6 @@ def _total_cost(fns: _Fns, xs, us, params, shared, lam, mu):
     return running.sum() + fns.terminal(xs[-1], params, shared)
 
 
-def _value_and_jacobians(f, x, u):
-    """f(x, u) and its Jacobians (df/dx, df/du) by forward mode, one pass for all three: x (nx,),
-    u (nu,) -> y (m,), (m, nx), (m, nu). jax.jacfwd computes the same Jacobians but drops the
-    value, which DDP's gaps need (one more dynamics evaluation per knot)."""
-    nx, nu = x.shape[0], u.shape[0]
-    basis = jnp.eye(nx + nu, dtype=x.dtype)
-    tangents = (basis[:, :nx], basis[:, nx:])
-    y, J = jax.vmap(lambda dx, du: jax.jvp(f, (x, u), (dx, du)), out_axes=(None, -1))(*tangents)
-    return y, J[:, :nx], J[:, nx:]
-
-
 def _gradient_and_hessian(f, z):
     """f's gradient (d,) and Hessian (d, d) at z (d,), the gradient taken from the primal of the
     Hessian's forward-over-reverse pass instead of a reverse pass of its own."""
@@ -191,7 +181,7 @@ def _linearize(fns: _Fns, xs, us, params, shared, lam, mu):
     nx = xs.shape[-1]
 
     def point(x, u, t, lam_t):
-        x_next, Fx, Fu = _value_and_jacobians(lambda x, u: fns.dynamics(x, u, t, params), x, u)
+        x_next, Fx, Fu = fns.linearized_dynamics(x, u, t, params)
 
         def cost_z(z):
             return fns.differentiated(z[:nx], z[nx:], t, params, shared, lam_t, mu)
@@ -536,8 +526,8 @@ def _make_fns(problem: Problem, extra: ExtraCost | None, augmented_lagrangian=Tr
 
     differentiated = (running if extra_derivatives is None
                       else functools.partial(running, with_extra=False))
-    return _Fns(problem.dynamics, running, differentiated, extra_derivatives, terminal,
-                problem.u_lower, problem.u_upper, problem.horizon)
+    return _Fns(problem.dynamics, problem.linearized_dynamics, running, differentiated,
+                extra_derivatives, terminal, problem.u_lower, problem.u_upper, problem.horizon)
 
 
 @functools.lru_cache(maxsize=64)
