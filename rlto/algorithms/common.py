@@ -440,5 +440,6 @@ def delayed_start(problem: Problem) -> Problem:
     def sample(key, n):
         return {**problem.sample(key, n), "t0": jnp.zeros(n)}
 
+    # dynamics_jacobians=None: the solver differentiates the wrapped dynamics by autodiff.
     return dataclasses.replace(problem, dynamics=dynamics, running_cost=running_cost,
-                               sample=sample)
+                               sample=sample, dynamics_jacobians=None)
