@@ -802,9 +802,10 @@ class Robot:
         which is what a gradient through a closed-loop rollout needs. Measured (2-core CPU, a
         float32 closed-loop step of 128 ur5 instances, `closed_loop_step`, side by side): 67 ms,
         against 95 ms when the rule multiplied by the analytic derivative matrices (which costs
-        the whole `_rnea_derivatives` and M^-1 per call). For whole Jacobians (DDP) that is the
-        cheaper way, 4x faster than jacfwd of this rule: `forward_dynamics_derivatives`, which
-        Problems expose as `Problem.dynamics_jacobians` (ur5 does)."""
+        the whole `_rnea_derivatives` and M^-1 per call). Whole Jacobians, what DDP needs, are
+        5x cheaper in that closed form than by jacfwd of this rule (15 against 83 ms for 3200
+        ur5 states): `forward_dynamics_derivatives`, which a Problem passes to the solver as
+        `Problem.dynamics_jacobians` (ur5 does)."""
 
         @jax.custom_jvp
         def fd(q, v, tau):
