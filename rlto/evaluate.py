@@ -378,7 +378,7 @@ def optimum_costs(
         for _ in range(int(sweeps)):
             previous = entry["cost"].copy()
             for init in neighbour_restarts(problem, params, local, int(neighbours)):
-                absorb(solve(problem, params, init=init, max_iter=max_iter, tol=tol))
+                improved |= absorb(solve(problem, params, init=init, max_iter=max_iter, tol=tol))
             # A pass ends the sweeps unless it lowered some J* by more than round-off.
             with np.errstate(invalid="ignore"):
                 gain = previous - entry["cost"] > 1e-9 * np.maximum(np.abs(previous), 1.0)
