@@ -106,6 +106,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "(VALUE read as JSON when it parses); repeatable")
     parser.add_argument("--test-size", type=int, default=100,
                         help="test-set size M of training evaluations and Fig. 7 (default 100)")
+    parser.add_argument("--select-best", type=int, default=0, metavar="V",
+                        help="each run deploys its iterate of lowest mean cost on V validation "
+                             "draws (rlto.train's select_best; default 0: the latest iterate)")
     parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
                         help="before the timed runs, train each variant for one iteration in a "
                              "scratch directory so that JIT compilation is not in their wall "
@@ -150,7 +153,8 @@ def train_fresh(problem, variant: Variant, seed: int, path: Path, args, options:
         shutil.rmtree(path)
     return rlto.train(problem, variant.algo, seed=seed, seconds=args.seconds_budget,
                       iterations=iterations or args.iterations, out=path,
-                      test_size=args.test_size, progress=False, **options)
+                      test_size=args.test_size, progress=False, select_best=args.select_best,
+                      **options)
 
 
 def warm_start_summary(study: Mapping[str, Any]) -> dict[str, Any]:
@@ -254,7 +258,11 @@ def write_markdown(path: Path, result: Mapping[str, Any]) -> None:
         f"{s['seeds']} seeds per variant; budget per run: {budget} (whichever ends first); "
         f"test set M = {s['test_size']}; common options: {s['common_options'] or 'none'}. "
         "Final gap: median and interquartile range over seeds of the last test gap (percent, "
-        "mean policy cost over mean J*). " + WITHIN_NOTE
+        "mean policy cost over mean J*). "
+        + (f"Each run deploys its iterate of lowest mean cost on {s['select_best']} validation "
+           "draws (select_best; their rollouts are in the sim calls). "
+           if s.get("select_best") else "")
+        + WITHIN_NOTE
         + "Sim calls to X%: median over seeds of the simulator "
         "calls at the first evaluation with gap <= X% ('not reached' if any seed never got "
         "there). Wall s: median training wall seconds (steps only, not evaluations"
@@ -354,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seeds": args.seeds, "seconds": args.seconds_budget, "iterations": args.iterations,
             "test_size": args.test_size, "common_options": args.common, "warmup": args.warmup,
             "quick": args.quick, "thresholds_percent": list(THRESHOLDS), "out": str(out),
+            "select_best": args.select_best,
         },
         "machine": machine(),
         "variants": {},

@@ -395,6 +395,11 @@ def _positive_int(text: str) -> int:
 # rlto train / rlto eval.
 
 
+SELECT_BEST_HELP = (
+    "deploy the iterate whose rollouts cost least on V validation draws, scored after every "
+    "iteration (V x horizon simulator calls each, counted); default 0: the latest iterate")
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `rlto train`."""
     parser.add_argument("name", help="built-in problem name (see `rlto problems`)")
@@ -414,6 +419,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         type=_override, default=[], help="a field of the problem's config")
     parser.add_argument("--test-size", type=_positive_int, default=100,
                         help="test-set size M (default 100)")
+    parser.add_argument("--select-best", type=int, default=0, metavar="V",
+                        help=SELECT_BEST_HELP)
     parser.add_argument("--out", type=Path, default=None,
                         help="run directory (default runs/train-NAME-ALGO-seedSEED); an existing "
                              "one with a checkpoint is resumed")
@@ -430,7 +437,7 @@ def run_train(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"train-{args.name}-{args.algo}-seed{args.seed}"
     run = rlto.train(problem, algo=args.algo, seed=args.seed, seconds=seconds,
                      iterations=args.iterations, max_sim_calls=args.budget_calls, out=out,
-                     test_size=args.test_size,
+                     test_size=args.test_size, select_best=args.select_best,
                      progress=not args.json, **dict(args.options))
     if args.json:
         print(json.dumps(to_jsonable(run.evaluation), indent=2))
@@ -451,6 +458,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                              "RUN/warmstart.json, warmstart_iterations.png, policy_vs_to.png")
     parser.add_argument("--max-iter", type=_positive_int, default=200,
                         help="DDP iterations per solve of --warmstart (default 200)")
+    parser.add_argument("--test-size", type=_positive_int, default=None, metavar="M",
+                        help="evaluate on M draws from the test seed instead of the run's "
+                             "test set (default: its test_size; other sizes are other draws): "
+                             "where a few instances fail, a larger set gives a surer gap (J* "
+                             "of the new draws is solved once, then cached)")
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -465,7 +477,7 @@ def run_eval(args: argparse.Namespace) -> int:
     config = json.loads(config_path.read_text())
     problem = remake(config["problem"], config.get("problem_config"))
     policy = rlto.load_policy(args.run_dir)
-    params = test_params(problem, m=config.get("test_size", 100))
+    params = test_params(problem, m=args.test_size or config.get("test_size", 100))
     report = rlto.evaluate(problem, policy, params)
     summary = report.summary()
     if args.warmstart:
@@ -649,6 +661,8 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
                         type=_override, default=[], help="a field of the problem's config")
     parser.add_argument("--test-size", type=_positive_int, default=100,
                         help="test-set size M (default 100)")
+    parser.add_argument("--select-best", type=int, default=0, metavar="V",
+                        help=SELECT_BEST_HELP)
     parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
                         help="train one iteration before each run so that JIT compilation is "
                              "not in its wall seconds (default on)")
@@ -677,6 +691,7 @@ def run_compare(args: argparse.Namespace) -> int:
         iterations=args.iterations, max_sim_calls=args.budget_calls, options=common,
         overrides=dict(args.overrides), out=out, test_size=8 if args.quick else args.test_size,
         jobs=args.jobs, warmup=args.warmup and not args.quick, progress=not args.json,
+        select_best=args.select_best,
         command_line=shlex.join(["rlto", *args.argv]),
     )
     if args.json:

@@ -461,6 +461,7 @@ class RunSpec:
     test_size: int
     warmup: bool
     path: str
+    select_best: int = 0
 
 
 def run_one(spec: RunSpec) -> dict[str, Any]:
@@ -485,7 +486,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         shutil.rmtree(path, ignore_errors=True)
         result = rlto.train(problem, spec.variant.algo, seed=spec.seed, out=path,
                             test_size=spec.test_size, progress=False, **budget,
-                            **dict(spec.options))
+                            select_best=spec.select_best, **dict(spec.options))
         record = run_record(spec.seed, os.fspath(path), read_curve(path), result.report)
         if spec.seed == 0:
             record["precision"] = precision_record(result.report)
@@ -515,12 +516,14 @@ def compare(
     grid_points: int = 120,
     progress: bool = True,
     command_line: str = "",
+    select_best: int = 0,
 ) -> dict[str, Any]:
     """Train every variant for seeds 0..seeds-1 on `problem` (a built-in name) under the same
     budget (seconds, iterations and/or max_sim_calls: whichever ends first), then write
     compare_<problem>.{json,md,png} and compare_precision_<problem>.png to `out`. Returns the
     result dict (as in the JSON). options: algorithm config fields applied to every variant whose
-    algorithm has them; jobs: runs in parallel processes (default half the CPUs)."""
+    algorithm has them; jobs: runs in parallel processes (default half the CPUs); select_best:
+    validation draws of every run's policy selection (rlto.train; 0: the latest iterate)."""
     import rlto
     from rlto.training import algorithm_config
 
@@ -541,7 +544,7 @@ def compare(
     jobs = default_jobs() if jobs is None else int(jobs)
     specs = [RunSpec(problem, tuple(overrides.items()), v, seed, tuple(resolved[v.name].items()),
                      seconds, iterations, max_sim_calls, test_size, warmup,
-                     os.fspath(out / "runs" / v.name / f"seed{seed}"))
+                     os.fspath(out / "runs" / v.name / f"seed{seed}"), int(select_best))
              for v in chosen for seed in range(int(seeds))]
     result: dict[str, Any] = {
         "settings": {
@@ -551,6 +554,7 @@ def compare(
             "seeds": int(seeds), "seconds": seconds, "iterations": iterations,
             "max_sim_calls": max_sim_calls, "test_size": test_size, "common_options": common,
             "warmup": warmup, "jobs": jobs, "thresholds_percent": list(THRESHOLDS),
+            "select_best": int(select_best),
             "out": os.fspath(out),
         },
         "machine": machine(),
@@ -673,7 +677,11 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"{s['seeds']} seeds per variant, {s['jobs']} runs at a time; budget per run: "
         f"{budget_text(s)} (whichever ends first; the iteration that crosses the sim-call "
         f"budget completes); test set M = {s['test_size']}; common options: "
-        f"{s['common_options'] or 'none'}. Final gap: median and interquartile range over seeds "
+        f"{s['common_options'] or 'none'}. "
+        + (f"Each run deploys its iterate of lowest mean cost on {s['select_best']} validation "
+           "draws (select_best; their rollouts are in the sim calls). "
+           if s.get("select_best") else "")
+        + "Final gap: median and interquartile range over seeds "
         "of the last test gap (percent, mean policy cost over mean J*). " + WITHIN_NOTE
         + "Sim calls to X%: median "
         "over seeds of the simulator calls at the first evaluation with gap <= X% ('not "

@@ -270,7 +270,7 @@ def test_train_then_eval(tmp_path):
     out = tmp_path / "run"
     argv = ["train", "lqr", "--iterations", "1", "-o", "n_problems=8", "-o", "hidden=[16,16]",
             "-o", "epochs=2", "--set", "horizon=20", "--test-size", "8", "--json",
-            "--out", str(out)]
+            "--select-best", "4", "--out", str(out)]
     outputs = []
     for command in (argv, ["eval", str(out), "--json"]):
         stdout = io.StringIO()
@@ -281,6 +281,12 @@ def test_train_then_eval(tmp_path):
     assert trained["n"] == 8
     assert evaluated["gap_percent"] == pytest.approx(trained["gap_percent"], rel=1e-12)
     assert (out / "checkpoints" / "ckpt.eqx").exists()
+    assert json.loads((out / "config.json").read_text())["select_best"] == 4
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):  # another test-set size: other draws, same policy
+        assert cli.main(["eval", str(out), "--json", "--test-size", "12"]) == 0
+    larger = json.loads(stdout.getvalue())
+    assert larger["n"] == 12 and larger["gap_percent"] != trained["gap_percent"]
     assert cli.main(["eval", str(tmp_path / "missing")]) == 2
     # --warmstart: Figs. 6 and 7 (TO of the test set from the policy and from zero controls).
     stdout = io.StringIO()

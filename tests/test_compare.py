@@ -261,11 +261,16 @@ def test_a_failing_run_is_reported_and_the_others_go_on(tmp_path):
     (blocker / "seed1").write_text("a file where the run directory should be")
     result = compare.compare("lqr", "pddp", seeds=2, iterations=1, options=PDDP_TINY,
                              overrides={"horizon": 20}, out=tmp_path, test_size=8, jobs=1,
-                             warmup=False, progress=False)
+                             warmup=False, progress=False, select_best=4)
     entry = result["variants"]["pddp"]
     assert [r["seed"] for r in entry["runs"]] == [0]
     assert [e["seed"] for e in entry["errors"]] == [1]
-    assert "seed 1" in (tmp_path / "compare_lqr.md").read_text()
+    page = (tmp_path / "compare_lqr.md").read_text()
+    assert "seed 1" in page and "on 4 validation draws" in page
+    # select_best reached the run: its config and its validation rollouts' calls.
+    run = tmp_path / "runs" / "pddp" / "seed0"
+    assert json.loads((run / "config.json").read_text())["select_best"] == 4
+    assert "validation_cost" in (run / "metrics.csv").read_text().splitlines()[0]
 
 
 def test_compare_rejects_bad_requests_before_training(tmp_path):

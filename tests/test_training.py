@@ -401,3 +401,46 @@ def test_closed_loop_only_after_stops_the_to_and_the_regression(lqr):
     assert info["closed_loop_finite"] == 1.0 and np.isfinite(info["closed_loop_cost"])
     with pytest.raises(ProblemError, match="closed_loop_only_after"):
         pddp.PddpConfig(closed_loop_only_after=3)
+
+
+def test_select_best_deploys_the_iterate_cheapest_on_the_validation_draws(lqr, tmp_path):
+    from rlto.training import validation_cost, validation_params
+
+    run = rlto.train(lqr, algo="pddp", seed=2, iterations=4, out=tmp_path, test_size=8,
+                     progress=False, select_best=16, **TINY)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    costs = [float(r["validation_cost"]) for r in rows]
+    chosen = int(np.argmin(costs)) + 1  # the first iterate at the lowest cost
+    assert [int(r["selected_iteration"]) for r in rows][-1] == chosen
+    assert [int(r["selected_iteration"]) for r in rows] == [
+        int(np.argmin(costs[:k + 1])) + 1 for k in range(len(costs))]
+    # The deployed policy is that iterate: its validation cost, and its saved copy.
+    validation = validation_params(lqr, 2, 16)
+    assert validation_cost(lqr, run.policy, validation) == pytest.approx(costs[chosen - 1])
+    loaded = rlto.load_policy(tmp_path)
+    x = np.asarray(validation["x0"][0])
+    np.testing.assert_array_equal(loaded(x, {"t": 1.0}), run.policy(x, {"t": 1.0}))
+    # test_gap is the deployed policy's; latest_test_gap the iterate's own.
+    gaps = [float(r["test_gap"]) for r in rows]
+    latest = [float(r["latest_test_gap"]) for r in rows]
+    assert gaps[-1] == pytest.approx(latest[chosen - 1])
+    assert run.evaluation["gap_percent"] == pytest.approx(gaps[-1])
+    # The validation rollouts are counted: V T calls per iteration on top of the algorithm's.
+    plain = rlto.train(lqr, algo="pddp", seed=2, iterations=4, out=tmp_path / "plain",
+                       test_size=8, progress=False, **TINY)
+    plain_calls = [int(r["sim_calls"]) for r in csv.DictReader(open(tmp_path / "plain" /
+                                                                    "metrics.csv"))]
+    assert [int(r["sim_calls"]) for r in rows] == [
+        c + (k + 1) * 16 * lqr.horizon for k, c in enumerate(plain_calls)]
+    assert plain.iterations == 4 and latest[-1] == pytest.approx(plain.evaluation["gap_percent"])
+    assert validation_params(lqr, 2, 16)["x0"].shape == (16, lqr.nx)
+    assert not np.allclose(validation_params(lqr, 3, 16)["x0"], validation["x0"])
+    with pytest.raises(ProblemError, match="select_best"):
+        rlto.train(lqr, algo="pddp", iterations=1, out=tmp_path / "bad", select_best=-1)
+
+
+def test_resume_with_select_best_gives_identical_numbers(lqr, assert_resume_is_exact):
+    run = assert_resume_is_exact(lqr, "pddp", 3, ("sim_calls", "test_gap", "validation_cost",
+                                                  "selected_iteration"),
+                                 seed=5, select_best=8, **TINY)
+    assert run.iterations == 3
