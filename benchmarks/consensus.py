@@ -125,8 +125,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.seeds, args.iterations, args.test_size = 2, 2, 8
     if args.warmup is None:
         args.warmup = not args.quick
-    if args.seeds < 1 or args.test_size < 1 or args.grid_points < 2:
-        parser.error("--seeds and --test-size must be positive, --grid-points at least 2")
+    if args.seeds < 1 or args.test_size < 1 or args.grid_points < 2 or args.select_best < 0:
+        parser.error("--seeds and --test-size must be positive, --grid-points at least 2, "
+                     "--select-best non-negative")
     if args.iterations is not None and args.iterations < 1:
         parser.error("--iterations must be positive")
     if not args.seconds > 0:

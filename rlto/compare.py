@@ -531,6 +531,9 @@ def compare(
         raise ProblemError("compare needs a budget: seconds, iterations or max_sim_calls.")
     if int(seeds) < 1:
         raise ProblemError(f"seeds must be a positive integer, got {seeds}.")
+    if int(select_best) < 0:
+        raise ProblemError(f"select_best must be a non-negative number of validation draws "
+                           f"(0: each run deploys its latest iterate), got {select_best}.")
     chosen = parse_variants(variants)
     common = dict(options or {})
     overrides = dict(overrides or {})

@@ -281,6 +281,8 @@ def test_compare_rejects_bad_requests_before_training(tmp_path):
     with pytest.raises(ProblemError, match="policy_dtype must be one of"):
         compare.compare("lqr", "pddp", iterations=1, out=tmp_path,
                         options={"policy_dtype": "float16"})
+    with pytest.raises(ProblemError, match="select_best must be a non-negative"):
+        compare.compare("lqr", "pddp", iterations=1, out=tmp_path, select_best=-4)
     assert not (tmp_path / "runs").exists()
 
 
