@@ -460,7 +460,8 @@ def neighbour_restarts(problem: Problem, params, local: Mapping[str, np.ndarray]
         yield np.asarray(us)
 
 
-def _tracking_rollout_impl(problem: Problem, xs_ref, us_ref, K_ref, params):
+@eqx.filter_jit
+def _tracking_rollout(problem: Problem, xs_ref, us_ref, K_ref, params):
     """Controls (n, T, nu) of u_t = clip(us_ref_t + K_ref_t (x_t - xs_ref_t)) rolled out from
     params["x0"]: xs_ref (n, T+1, nx), us_ref (n, T, nu), K_ref (n, T, nu, nx)."""
     angles = np.asarray(problem.angles, dtype=int)
@@ -480,9 +481,6 @@ def _tracking_rollout_impl(problem: Problem, xs_ref, us_ref, K_ref, params):
         return us
 
     return jax.vmap(one)(xs_ref, us_ref, K_ref, params)
-
-
-_tracking_rollout = eqx.filter_jit(_tracking_rollout_impl)
 
 
 def _checked_entry(
