@@ -72,6 +72,7 @@ from rlto.compare import (  # noqa: E402  the grammar, curves and plots rlto com
     read_curve,
     run_options,
     run_record,
+    selection_note,
     summarize_runs,
     within_text,
     write_curves_plot,
@@ -259,11 +260,7 @@ def write_markdown(path: Path, result: Mapping[str, Any]) -> None:
         f"{s['seeds']} seeds per variant; budget per run: {budget} (whichever ends first); "
         f"test set M = {s['test_size']}; common options: {s['common_options'] or 'none'}. "
         "Final gap: median and interquartile range over seeds of the last test gap (percent, "
-        "mean policy cost over mean J*). "
-        + (f"Each run deploys its iterate of lowest mean cost on {s['select_best']} validation "
-           "draws (select_best; their rollouts are in the sim calls). "
-           if s.get("select_best") else "")
-        + WITHIN_NOTE
+        "mean policy cost over mean J*). " + selection_note(s) + WITHIN_NOTE
         + "Sim calls to X%: median over seeds of the simulator "
         "calls at the first evaluation with gap <= X% ('not reached' if any seed never got "
         "there). Wall s: median training wall seconds (steps only, not evaluations"

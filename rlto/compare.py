@@ -59,6 +59,16 @@ WITHIN_NOTE = (
     "are near-optimal). "
 )
 """The tables' explanation of the within-1% column."""
+
+
+def selection_note(settings: Mapping[str, Any]) -> str:
+    """The tables' sentence on select_best, or "" for runs that deploy their latest iterate."""
+    if not settings.get("select_best"):
+        return ""
+    return (f"Each run deploys its iterate of lowest mean cost on {settings['select_best']} "
+            "validation draws (select_best; their rollouts are in the sim calls). ")
+
+
 THRESHOLDS = (1.0, 10.0)
 """Gaps (percent) whose first crossing (in simulator calls) the tables report."""
 CURVE_KEYS = ("iteration", "sim_calls", "wall_seconds", "test_gap")
@@ -525,15 +535,13 @@ def compare(
     algorithm has them; jobs: runs in parallel processes (default half the CPUs); select_best:
     validation draws of every run's policy selection (rlto.train; 0: the latest iterate)."""
     import rlto
-    from rlto.training import algorithm_config
+    from rlto.training import algorithm_config, check_select_best
 
     if seconds is None and iterations is None and max_sim_calls is None:
         raise ProblemError("compare needs a budget: seconds, iterations or max_sim_calls.")
     if int(seeds) < 1:
         raise ProblemError(f"seeds must be a positive integer, got {seeds}.")
-    if int(select_best) < 0:
-        raise ProblemError(f"select_best must be a non-negative number of validation draws "
-                           f"(0: each run deploys its latest iterate), got {select_best}.")
+    check_select_best(select_best)  # before any run starts
     chosen = parse_variants(variants)
     common = dict(options or {})
     overrides = dict(overrides or {})
@@ -680,10 +688,7 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"{s['seeds']} seeds per variant, {s['jobs']} runs at a time; budget per run: "
         f"{budget_text(s)} (whichever ends first; the iteration that crosses the sim-call "
         f"budget completes); test set M = {s['test_size']}; common options: "
-        f"{s['common_options'] or 'none'}. "
-        + (f"Each run deploys its iterate of lowest mean cost on {s['select_best']} validation "
-           "draws (select_best; their rollouts are in the sim calls). "
-           if s.get("select_best") else "")
+        f"{s['common_options'] or 'none'}. " + selection_note(s)
         + "Final gap: median and interquartile range over seeds "
         "of the last test gap (percent, mean policy cost over mean J*). " + WITHIN_NOTE
         + "Sim calls to X%: median "

@@ -56,6 +56,13 @@ class Selection(NamedTuple):
     sim_calls: np.ndarray  # () int64: simulator calls spent on validation rollouts so far
 
 
+def check_select_best(select_best: int) -> None:
+    """Raise a ProblemError unless select_best is a usable number of validation draws."""
+    if int(select_best) < 0:
+        raise ProblemError(f"select_best must be a non-negative number of validation draws "
+                           f"(0: deploy the latest iterate), got {select_best}.")
+
+
 def validation_params(problem: Problem, seed: int, size: int) -> dict:
     """The validation set of a run: `size` draws from problem.sample, fixed by the seed."""
     key = jax.random.fold_in(jax.random.key(seed), VALIDATION_STREAM)
@@ -138,9 +145,7 @@ def train(
     if seconds is None and iterations is None and max_sim_calls is None:
         raise ProblemError("train needs a budget: seconds=..., iterations=... or "
                            "max_sim_calls=... (any combination).")
-    if int(select_best) < 0:
-        raise ProblemError(f"select_best must be a non-negative number of validation draws "
-                           f"(0: deploy the latest iterate), got {select_best}.")
+    check_select_best(select_best)
     module, config = algorithm_config(algo, options)
     run = RunDir(out, columns=METRIC_COLUMNS + (SELECTION_COLUMNS if select_best else ()))
     resolved = {
