@@ -45,7 +45,8 @@ def _float64_networks(problem, seed=0):
     return config, state.policy, state.critic
 
 
-def test_actor_gradient_equals_finite_differences_of_q():
+@pytest.mark.parametrize("lookahead", [1, 3])
+def test_actor_gradient_equals_finite_differences_of_q(lookahead):
     problem = rlto.make("double_integrator")
     _, actor, critic = _float64_networks(problem)
     params = {k: np.asarray(v) for k, v in problem.sample(jax.random.key(1), 6).items()}
@@ -55,7 +56,8 @@ def test_actor_gradient_equals_finite_differences_of_q():
     weights, frozen = eqx.partition(actor, trainable(actor))  # normalisation is frozen
 
     def loss(w):
-        return cacto.actor_loss(eqx.combine(w, frozen), problem, critic, offset, scale, batch)
+        return cacto.actor_loss(eqx.combine(w, frozen), problem, critic, offset, scale, batch,
+                                lookahead)
 
     grad = jax.grad(loss)(weights)
     direction = jax.tree.map(lambda a: jax.random.normal(jax.random.key(2), a.shape, a.dtype),
@@ -67,19 +69,22 @@ def test_actor_gradient_equals_finite_differences_of_q():
     analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grad),
                                                   jax.tree.leaves(direction), strict=True))
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
-    # And Q itself is l + V(f) (l_T at the last step), checked at one sample by hand.
-    x, p, t = params["x0"][0], {k: v[0] for k, v in params.items()}, 5.0
-    u = actor(x, {**p, TIME_KEY: t})
-    x1 = problem.dynamics(x, u, t, p)
-    expected = problem.running_cost(x, u, t, p) + cacto.value(critic, offset, scale, x1,
-                                                              {**p, TIME_KEY: t + 1})
-    got = cacto.q_value(problem, actor, critic, offset, scale, x, p, t)
-    np.testing.assert_allclose(got, expected, rtol=1e-12)
-    last = cacto.q_value(problem, actor, critic, offset, scale, x, p, 199.0)
-    u = actor(x, {**p, TIME_KEY: 199.0})
-    x1 = problem.dynamics(x, u, 199.0, p)
-    np.testing.assert_allclose(last, problem.running_cost(x, u, 199.0, p)
-                               + problem.terminal_cost(x1, p), rtol=1e-12)
+    # And Q itself is H running costs of the actor's rollout + V there (l_T once the rollout
+    # reaches T, running costs past T dropped), checked by hand at an early and a late step.
+    p = {k: v[0] for k, v in params.items()}
+    for t in (5.0, 198.0, 199.0):
+        x, expected, s = params["x0"][0], 0.0, t
+        while s < min(t + lookahead, problem.horizon):
+            u = actor(x, {**p, TIME_KEY: s})
+            expected += problem.running_cost(x, u, s, p)
+            x, s = problem.dynamics(x, u, s, p), s + 1
+        if s >= problem.horizon:
+            expected += problem.terminal_cost(x, p)
+        else:
+            expected += cacto.value(critic, offset, scale, x, {**p, TIME_KEY: s})
+        got = cacto.q_value(problem, actor, critic, offset, scale, params["x0"][0], p, t,
+                            lookahead)
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
 def test_delayed_start_solves_the_remaining_horizon():

@@ -11,7 +11,8 @@ initial-state sampling.
         k = 1: pre-train the actor on the TO controls (regression)
         repeat U times, on mini-batches of B transitions:
             critic: min (V(x_t, t) - [c_{t:t+N} + V'(x_{t+N}, t+N)])^2  [+ w ||dV/dx - Vx||^2 (SL)]
-            actor:  min Q(x, pi(x, t), t) = l(x, pi, t) + V(f(x, pi, t), t + 1)  (model-based DPG)
+            actor:  min Q(x, pi(x, t), t) = l(x, pi, t) + V(f(x, pi, t), t + 1)  (model-based DPG;
+                    actor_lookahead = H > 1: H steps of l through the model, then V)
             target: V' <- tau V + (1 - tau) V'
 
 The critic is an MLP of (state features, conditioning params, t) with two outputs: the value
@@ -106,12 +107,21 @@ class CactoConfig(LearningConfig):
     draws keep the E where the std-critic predicts the largest TD residual."""
     bias_candidates: int = 4
     """Candidates per episode drawn for biased sampling."""
+    actor_lookahead: int = 1
+    """H: steps of the actor's own rollout through the model before the critic's value in the
+    actor's objective, Q = sum of H running costs + V(x_{t+H}); 1 is CACTO's l + V(f). More
+    steps let the actor see the model's costs directly where the critic is still coarse, at H
+    forward and backward passes of actor and dynamics per update. Measured on the car (3 seeds,
+    10 loops, to_max_iter=50): H = 5 leaves the median share of hard-region states below random
+    values at 77.7% ([75.9, 77.7] against [73.2, 84.8]) and the mean TO cost at -28.4 (-29.3),
+    with less spread over seeds and 1.8x the training time; its rollouts from the pocket between
+    the obstacles still drive through them, since 0.25 s of lookahead does not reach them."""
 
     def __post_init__(self):
         super().__post_init__()
         self._check_choice("initial_states", ("uniform", "biased"))
         for name in ("updates_per_iteration", "update_batch_size", "buffer_size",
-                     "bias_candidates"):
+                     "bias_candidates", "actor_lookahead"):
             if int(getattr(self, name)) < 1:
                 raise ProblemError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         if self.td_steps < 0:
@@ -185,15 +195,28 @@ def value(critic: Policy, offset, scale, x, params) -> jax.Array:
     return offset + scale * critic(x, params)[0]
 
 
-def q_value(problem: Problem, actor: Policy, critic: Policy, offset, scale, x, params, t):
-    """Q(x, pi(x, t), t) = l(x, u, t) + V(f(x, u, t), t + 1), with V(., T) = l_T: one instance.
+def q_value(problem: Problem, actor: Policy, critic: Policy, offset, scale, x, params, t,
+            lookahead: int = 1):
+    """Q(x, pi(x, t), t): the actor's H-step cost through the model plus the critic's value
+    there, sum_{s=t}^{t+H-1} l(x_s, pi(x_s, s), s) + V(x_{t+H}, t + H), with V(., T) = l_T and
+    steps past T dropped. H = `lookahead`; H = 1 is CACTO's l(x, u, t) + V(f(x, u, t), t + 1).
+    One instance: params = the problem's parameters (no time key); t: scalar step."""
+    horizon = problem.horizon
 
-    params: the problem's parameters of the instance (no time key); t: scalar step."""
-    u = actor(x, {**params, TIME_KEY: t})
-    x_next = problem.dynamics(x, u, t, params)
-    v_next = value(critic, offset, scale, x_next, {**params, TIME_KEY: t + 1})
-    tail = jnp.where(t + 1 >= problem.horizon, problem.terminal_cost(x_next, params), v_next)
-    return problem.running_cost(x, u, t, params) + tail
+    def advance(carry, i):
+        x_s, cost = carry
+        s = t + i
+        live = s < horizon
+        u = actor(x_s, {**params, TIME_KEY: s})
+        x_next = problem.dynamics(x_s, u, s, params)
+        cost = cost + jnp.where(live, problem.running_cost(x_s, u, s, params), 0.0)
+        return (jnp.where(live, x_next, x_s), cost), None
+
+    zero = jnp.zeros((), jnp.result_type(x.dtype, float))
+    (x_end, cost), _ = jax.lax.scan(advance, (x, zero), jnp.arange(lookahead))
+    t_end = jnp.minimum(t + lookahead, horizon)
+    v_end = value(critic, offset, scale, x_end, {**params, TIME_KEY: t_end})
+    return cost + jnp.where(t_end >= horizon, problem.terminal_cost(x_end, params), v_end)
 
 
 def critic_loss(critic: Policy, target: Policy, offset, scale, batch: dict, config):
@@ -231,11 +254,13 @@ def _state_spread(critic: Policy) -> jax.Array:
     return spread.at[rest].set(jax.lax.stop_gradient(critic.in_scale[: rest.size]))
 
 
-def actor_loss(actor: Policy, problem: Problem, critic: Policy, offset, scale, batch: dict):
-    """Mean Q(x, pi(x, t), t) over the batch, in the critic's normalised units."""
-    q = jax.vmap(lambda x, p, t: q_value(problem, actor, critic, offset, scale, x, p, t))(
-        batch["x"], batch["params"], batch["t"]
-    )
+def actor_loss(actor: Policy, problem: Problem, critic: Policy, offset, scale, batch: dict,
+               lookahead: int = 1):
+    """Mean Q(x, pi(x, t), t) (H = lookahead steps) over the batch, in the critic's normalised
+    units."""
+    q = jax.vmap(
+        lambda x, p, t: q_value(problem, actor, critic, offset, scale, x, p, t, lookahead)
+    )(batch["x"], batch["params"], batch["t"])
     return jnp.mean(q) / scale
 
 
@@ -273,7 +298,7 @@ def train_networks(problem: Problem, config: CactoConfig, actor, critic, target,
 
         def a_loss(w):
             return actor_loss(eqx.combine(w, actor_frozen), problem, critic_now, offset, scale,
-                              batch)
+                              batch, config.actor_lookahead)
 
         q, grads = jax.value_and_grad(a_loss)(actor_w)
         updates, actor_opt = actor_optimizer.update(grads, actor_opt, actor_w)
@@ -449,8 +474,10 @@ def step(problem: Problem, config: CactoConfig, state: CactoState) -> tuple[Cact
         )
         td, sobolev, nll, q = (float(v) for v in parts)
         info.update(critic_td=td, critic_sobolev=sobolev, critic_nll=nll, actor_q=q)
-        # Each actor step evaluates the dynamics and differentiates through them at B points.
-        update_calls = 2 * config.updates_per_iteration * config.update_batch_size
+        # Each actor step evaluates the dynamics and differentiates through them at B points,
+        # H times along its lookahead.
+        update_calls = (2 * config.actor_lookahead * config.updates_per_iteration
+                        * config.update_batch_size)
     else:
         critic_opt = state.critic_opt
     new_state = CactoState(
