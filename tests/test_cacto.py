@@ -147,30 +147,6 @@ def test_replay_buffer_wraps_around_and_keeps_the_newest():
     assert sorted(buffer["t"]) == [13, 14, 15, 16, 17]
 
 
-def test_actor_batch_mixes_in_the_actor_s_own_rollout_states():
-    problem = rlto.make("oned", horizon=4)
-    xs = np.arange(10.0).reshape(2, 5, 1)  # two rollouts x_0..x_4
-    xs[1, 3] = np.nan  # a diverged step is dropped
-    visited = cacto.visited_states(problem, xs, {"x0": xs[:, 0]}, t0=np.array([0, 2]))
-    np.testing.assert_array_equal(visited["x"][:, 0], [0, 1, 2, 3, 7])  # t0 <= t < T
-    np.testing.assert_array_equal(visited["t"], [0, 1, 2, 3, 2])
-    np.testing.assert_array_equal(visited["params"]["x0"][:, 0], [0, 0, 0, 0, 5])
-    batch = {"x": -np.ones((8, 1)), "t": -np.ones(8), "params": {"x0": -np.ones((8, 1))},
-             "partial": np.zeros(8)}
-    empty = jax.tree.map(jnp.asarray, cacto.new_state_buffer(problem, 16))
-    mixed = cacto._actor_batch(batch, empty, 3, jax.random.key(0))
-    np.testing.assert_array_equal(mixed["x"], batch["x"])  # nothing visited yet: TO states
-    full = jax.tree.map(jnp.asarray, cacto.add_transitions(cacto.new_state_buffer(problem, 16),
-                                                           visited))
-    mixed = cacto._actor_batch(batch, full, 3, jax.random.key(0))
-    x, t, x0 = (np.asarray(a) for a in (mixed["x"][:, 0], mixed["t"], mixed["params"]["x0"]))
-    np.testing.assert_array_equal(x[:5], -1)
-    assert set(x[5:]) <= {0, 1, 2, 3, 7}
-    for row in range(5, 8):  # each drawn row keeps its own step and parameters
-        i = list(visited["x"][:, 0]).index(x[row])
-        assert t[row] == visited["t"][i] and x0[row, 0] == visited["params"]["x0"][i, 0]
-
-
 def test_critic_sobolev_term_measures_the_value_gradient_error():
     problem = rlto.make("double_integrator")
     config = cacto.CactoSlConfig(hidden=(16, 16), critic_hidden=(16, 16),
@@ -221,7 +197,7 @@ def test_oned_value_function_minimiser_is_the_global_optimum():
     ("cacto", {}),
     ("cacto-sl", {}),
     ("cacto", {"initial_states": "biased", "random_start_share": 1.0}),
-    ("cacto", {"actor_lookahead": 3, "actor_rollout_share": 0.25}),
+    ("cacto", {"actor_lookahead": 3}),
 ])
 def test_every_variant_runs_end_to_end(tmp_path, algo, options):
     problem = rlto.make("single_integrator", horizon=20)
@@ -236,14 +212,9 @@ def test_every_variant_runs_end_to_end(tmp_path, algo, options):
     assert run.iterations == 2
 
 
-@pytest.mark.parametrize("algo, options", [
-    ("cacto-sl", {}),
-    ("cacto", {"actor_rollout_share": 0.25}),  # the rollout states are in the checkpoint
-])
-def test_resume_after_kill_gives_identical_numbers(assert_resume_is_exact, algo, options):
+def test_resume_after_kill_gives_identical_numbers(assert_resume_is_exact):
     problem = rlto.make("single_integrator", horizon=20)
-    assert_resume_is_exact(problem, algo, 3, ("critic_td", "actor_q"), seed=1,
-                           **{**TINY, **options})
+    assert_resume_is_exact(problem, "cacto-sl", 3, ("critic_td",), seed=1, **TINY)
 
 
 def test_bad_cacto_options():
@@ -257,8 +228,6 @@ def test_bad_cacto_options():
         cacto.CactoConfig(target_update_rate=0.0)
     with pytest.raises(ProblemError, match="actor_lookahead"):
         cacto.CactoConfig(actor_lookahead=0)
-    with pytest.raises(ProblemError, match="actor_rollout_share"):
-        cacto.CactoConfig(actor_rollout_share=1.0)
 
 
 def test_cacto_benchmark_grammar_and_table(tmp_path):

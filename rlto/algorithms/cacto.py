@@ -12,8 +12,7 @@ initial-state sampling.
         repeat U times, on mini-batches of B transitions:
             critic: min (V(x_t, t) - [c_{t:t+N} + V'(x_{t+N}, t+N)])^2  [+ w ||dV/dx - Vx||^2 (SL)]
             actor:  min Q(x, pi(x, t), t) = l(x, pi, t) + V(f(x, pi, t), t + 1)  (model-based DPG;
-                    actor_lookahead = H > 1: H steps of l through the model, then V; with
-                    actor_rollout_share, part of its states from its own warm-start rollouts)
+                    actor_lookahead = H > 1: H steps of l through the model, then V)
             target: V' <- tau V + (1 - tau) V'
 
 The critic is an MLP of (state features, conditioning params, t) with two outputs: the value
@@ -117,16 +116,6 @@ class CactoConfig(LearningConfig):
     values at 77.7% ([75.9, 77.7] against [73.2, 84.8]) and the mean TO cost at -28.4 (-29.3),
     with less spread over seeds and 1.8x the training time; its rollouts from the pocket between
     the obstacles still drive through them, since 0.25 s of lookahead does not reach them."""
-    actor_rollout_share: float = 0.0
-    """Share of each actor mini-batch drawn from the states of the actor's own rollouts (the
-    warm starts of the loops after the first, kept in a second buffer of buffer_size states)
-    instead of the TO trajectories' states: the actor is then also improved where it drives,
-    which the TO paths may avoid (the car's obstacles). 0 is CACTO; the critic never trains on
-    these states. Measured on the car with actor_lookahead=5 and to_max_iter=50
-    (`benchmarks/results/cacto_car_rollouts`, 3 seeds): 0.25 puts 55.4% [41.1, 78.6] of the
-    hard region below random values against 77.7% [75.9, 77.7] without, mean TO cost -11.6
-    against -28.4: the critic's values where the actor drives are extrapolations, and the actor
-    follows them."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -140,10 +129,6 @@ class CactoConfig(LearningConfig):
         if not 0.0 < self.target_update_rate <= 1.0:
             raise ProblemError(
                 f"target_update_rate must be in (0, 1], got {self.target_update_rate}."
-            )
-        if not 0.0 <= self.actor_rollout_share < 1.0:
-            raise ProblemError(
-                f"actor_rollout_share must be in [0, 1), got {self.actor_rollout_share}."
             )
         if not 0.0 <= self.random_start_share <= 1.0:
             raise ProblemError(
@@ -180,7 +165,6 @@ class CactoState(NamedTuple):
     value_offset: jax.Array  # () V = offset + scale * critic output 0
     value_scale: jax.Array  # ()
     buffer: dict  # replay buffer, see new_buffer
-    rollout_states: dict  # the actor's rollout states, see new_state_buffer
     key: jax.Array
     iteration: jax.Array  # () int: loops done
     sim_calls: jax.Array  # () int: dynamics calls (forward + derivative)
@@ -280,21 +264,6 @@ def actor_loss(actor: Policy, problem: Problem, critic: Policy, offset, scale, b
     return jnp.mean(q) / scale
 
 
-def _actor_batch(batch: dict, rollout_states: dict, n_rollout: int, key: jax.Array) -> dict:
-    """The actor's (x, params, t) batch: the TO batch with its last n_rollout rows replaced by
-    uniform draws from rollout_states, while that holds any (B rows either way)."""
-    states = {k: batch[k] for k in ("x", "params", "t")}
-    index = jax.random.randint(key, (n_rollout,), 0, jnp.maximum(rollout_states["size"], 1))
-    drawn = {k: jax.tree.map(lambda a: a[index], rollout_states[k]) for k in states}
-    use = rollout_states["size"] > 0
-
-    def mix(mine, theirs):
-        mine = jnp.asarray(mine)
-        return mine.at[-n_rollout:].set(jnp.where(use, theirs, mine[-n_rollout:]))
-
-    return jax.tree.map(mix, states, drawn)
-
-
 def soft_update(target: Policy, source: Policy, tau: float) -> Policy:
     """target <- tau source + (1 - tau) target on the weights (normalisation copied)."""
     mix = jax.tree.map(lambda a, b: tau * b + (1 - tau) * a, eqx.filter(target, trainable(target)),
@@ -305,29 +274,19 @@ def soft_update(target: Policy, source: Policy, tau: float) -> Policy:
 
 @eqx.filter_jit
 def train_networks(problem: Problem, config: CactoConfig, actor, critic, target, actor_opt,
-                   critic_opt, offset, scale, buffer: dict, rollout_states: dict,
-                   key: jax.Array):
-    """U critic + actor + target steps on mini-batches drawn uniformly from the buffer; the
-    actor's batch has round(actor_rollout_share B) of its states from rollout_states once that
-    holds any. Returns the networks, optimizer states and the mean loss parts (td, sobolev,
-    nll, q)."""
+                   critic_opt, offset, scale, buffer: dict, key: jax.Array):
+    """U critic + actor + target steps on mini-batches drawn uniformly from the buffer.
+    Returns the networks, optimizer states and the mean loss parts (td, sobolev, nll, q)."""
     actor_optimizer = optax.adam(config.learning_rate)
     critic_optimizer = optax.adam(config.critic_learning_rate)
     actor_w, actor_frozen = eqx.partition(actor, trainable(actor))
     critic_w, critic_frozen = eqx.partition(critic, trainable(critic))
     data = {k: v for k, v in buffer.items() if k not in ("size", "next")}
-    n_rollout = round(config.actor_rollout_share * config.update_batch_size)
 
     def update(carry, step_key):
         actor_w, critic_w, target, actor_opt, critic_opt = carry
-        batch_key = step_key
-        if n_rollout:  # (plain CACTO keeps its random stream)
-            batch_key, rollout_key = jax.random.split(step_key)
-        index = jax.random.randint(batch_key, (config.update_batch_size,), 0, buffer["size"])
+        index = jax.random.randint(step_key, (config.update_batch_size,), 0, buffer["size"])
         batch = jax.tree.map(lambda a: a[index], data)
-        actor_batch = batch
-        if n_rollout:
-            actor_batch = _actor_batch(batch, rollout_states, n_rollout, rollout_key)
 
         def c_loss(w):
             return critic_loss(eqx.combine(w, critic_frozen), target, offset, scale, batch, config)
@@ -339,7 +298,7 @@ def train_networks(problem: Problem, config: CactoConfig, actor, critic, target,
 
         def a_loss(w):
             return actor_loss(eqx.combine(w, actor_frozen), problem, critic_now, offset, scale,
-                              actor_batch, config.actor_lookahead)
+                              batch, config.actor_lookahead)
 
         q, grads = jax.value_and_grad(a_loss)(actor_w)
         updates, actor_opt = actor_optimizer.update(grads, actor_opt, actor_w)
@@ -375,25 +334,6 @@ def new_buffer(problem: Problem, capacity: int) -> dict:
         "size": np.asarray(0, dtype=np.int64),
         "next": np.asarray(0, dtype=np.int64),
     }
-
-
-def new_state_buffer(problem: Problem, capacity: int) -> dict:
-    """Empty buffer of `capacity` states with their step and parameters: x (C, nx), t (C,),
-    params {k: (C, ...)}; size and next (int). Filled by add_transitions."""
-    full = new_buffer(problem, capacity)
-    return {k: full[k] for k in ("x", "t", "params", "size", "next")}
-
-
-def visited_states(problem: Problem, xs: np.ndarray, params: dict, t0: np.ndarray) -> dict:
-    """The states x_t, t0 <= t < T, of rollouts xs (E, T+1, nx) from steps t0 (E,) with
-    parameters params (E, ...), finite ones only: dict of (m, ...) arrays (new_state_buffer's
-    keys)."""
-    T = problem.horizon
-    xs = np.asarray(xs)
-    keep = (np.arange(T)[None] >= t0[:, None]) & np.isfinite(xs[:, :T]).all(axis=-1)
-    episode, t = np.nonzero(keep)
-    return {"x": xs[episode, t], "t": t.astype(np.float64),
-            "params": {k: np.asarray(v)[episode] for k, v in params.items()}}
 
 
 def add_transitions(buffer: dict, transitions: dict) -> dict:
@@ -460,10 +400,8 @@ def init(problem: Problem, config: CactoConfig, key: jax.Array) -> CactoState:
     zero = jnp.asarray(0, dtype=jnp.int64)
     zero_f, one_f = jnp.asarray(0.0, jnp.float64), jnp.asarray(1.0, jnp.float64)
     return CactoState(actor, critic, critic, init_optimizer(actor, config), critic_opt,
-                      zero_f, one_f, new_buffer(problem, config.buffer_size),
-                      new_state_buffer(problem, config.buffer_size if
-                                       config.actor_rollout_share > 0 else 1),
-                      key, zero, zero, zero, zero)
+                      zero_f, one_f, new_buffer(problem, config.buffer_size), key, zero,
+                      zero, zero, zero)
 
 
 def uncertainty(critic: Policy, params: dict, t: np.ndarray) -> np.ndarray:
@@ -526,16 +464,13 @@ def step(problem: Problem, config: CactoConfig, state: CactoState) -> tuple[Cact
         actor, actor_opt, _ = fit_policy(actor, actor_opt, pretrain, fit_key, _pretrain_loss,
                                          config)
     buffer = add_transitions(state.buffer, transitions)
-    visited = state.rollout_states
-    if not first and config.actor_rollout_share > 0:
-        visited = add_transitions(visited, visited_states(problem, rollout_xs, params, t0))
     info = {"episodes": int(t0.shape[0]), "usable_episodes": int(usable_solves(result).sum())}
     update_calls = 0
     if int(buffer["size"]) > 0:
         device_buffer = jax.tree.map(jnp.asarray, buffer)
         actor, critic, target, actor_opt, critic_opt, parts = train_networks(
             problem, config, actor, critic, target, actor_opt, state.critic_opt, offset, scale,
-            device_buffer, jax.tree.map(jnp.asarray, visited), update_key,
+            device_buffer, update_key,
         )
         td, sobolev, nll, q = (float(v) for v in parts)
         info.update(critic_td=td, critic_sobolev=sobolev, critic_nll=nll, actor_q=q)
@@ -547,8 +482,7 @@ def step(problem: Problem, config: CactoConfig, state: CactoState) -> tuple[Cact
         critic_opt = state.critic_opt
     new_state = CactoState(
         policy=actor, critic=critic, target_critic=target, actor_opt=actor_opt,
-        critic_opt=critic_opt, value_offset=offset, value_scale=scale, buffer=buffer,
-        rollout_states=visited, key=key,
+        critic_opt=critic_opt, value_offset=offset, value_scale=scale, buffer=buffer, key=key,
         iteration=state.iteration + 1,
         sim_calls=state.sim_calls + to_calls + rollout_calls + update_calls,
         to_iterations=state.to_iterations + to_iterations,
