@@ -15,7 +15,7 @@ import rlto
 from benchmarks.cacto_oned import oned_dynamic_programming
 from rlto import ProblemError
 from rlto.algorithms import cacto, common
-from rlto.evaluate import policy_rollout, warm_start_comparison, warm_start_solutions
+from rlto.evaluate import warm_start_comparison, warm_start_solutions
 from rlto.losses import td_n_targets
 from rlto.nets import TIME_KEY, trainable
 
@@ -127,35 +127,6 @@ def test_episode_transitions_hold_monte_carlo_cost_to_go_and_skip_steps_before_t
     np.testing.assert_array_equal(tr["Vx"][row0], result.Vx[0, 2])
 
 
-def test_on_path_starts_lie_on_the_actor_s_rollouts():
-    problem = rlto.make("oned", horizon=10)
-    config = cacto.CactoConfig(hidden=(8, 8))
-    actor = common.new_policy(problem, config, jax.random.key(0))
-    x0 = np.linspace(-2.0, 2.0, 64)[:, None]
-    t0 = np.where(np.arange(64) < 48, 0, 7)
-    params, t = cacto.start_on_path(problem, actor, {"x0": x0}, t0, jax.random.key(1))
-    assert np.all(t >= t0) and np.all(t < 10) and len(set(t[:48])) > 5
-    # From t0 = 0 the delayed problem is the problem itself: compare with its plain rollout.
-    xs, _, _ = policy_rollout(problem, actor, {"x0": x0[:48]})
-    np.testing.assert_allclose(params["x0"][:48], xs[np.arange(48), t[:48]], rtol=1e-12)
-    held = t[48:] == 7  # starting at t0 itself keeps x0
-    np.testing.assert_array_equal(params["x0"][48:][held], x0[48:][held])
-    # In a step, the moved share is drawn per episode and the rollouts are counted.
-    state = cacto.init(problem, cacto.CactoConfig(n_problems=200, on_path_start_share=0.5,
-                                                  hidden=(8, 8)), jax.random.key(2))
-    state = state._replace(policy=actor, iteration=jnp.asarray(1))
-    sampled, start, calls = cacto.sample_episodes(
-        problem, cacto.CactoConfig(n_problems=200, on_path_start_share=0.5), state,
-        jax.random.key(3))
-    plain, plain_start, no_calls = cacto.sample_episodes(
-        problem, cacto.CactoConfig(n_problems=200), state, jax.random.key(3))
-    moved = (sampled["x0"][:, 0] != plain["x0"][:, 0]) | (start != plain_start)
-    assert no_calls == 0 and 60 < moved.sum() < 140
-    # one rollout step per moved episode's step (an episode may be moved to its own start)
-    assert calls >= (10 - plain_start[moved]).sum()
-    assert calls <= (10 - plain_start).sum() * 0.7
-
-
 def test_replay_buffer_wraps_around_and_keeps_the_newest():
     problem = rlto.make("oned")
     buffer = cacto.new_buffer(problem, capacity=5)
@@ -226,7 +197,7 @@ def test_oned_value_function_minimiser_is_the_global_optimum():
     ("cacto", {}),
     ("cacto-sl", {}),
     ("cacto", {"initial_states": "biased", "random_start_share": 1.0}),
-    ("cacto", {"actor_lookahead": 3, "on_path_start_share": 0.5}),
+    ("cacto", {"actor_lookahead": 3}),
 ])
 def test_every_variant_runs_end_to_end(tmp_path, algo, options):
     problem = rlto.make("single_integrator", horizon=20)
@@ -257,8 +228,6 @@ def test_bad_cacto_options():
         cacto.CactoConfig(target_update_rate=0.0)
     with pytest.raises(ProblemError, match="actor_lookahead"):
         cacto.CactoConfig(actor_lookahead=0)
-    with pytest.raises(ProblemError, match="on_path_start_share"):
-        cacto.CactoConfig(on_path_start_share=-0.1)
 
 
 def test_cacto_benchmark_grammar_and_table(tmp_path):

@@ -5,7 +5,6 @@ initial-state sampling.
     for k = 1..K (one `step` each):
         sample E initial states x0 (uniformly over the state space, or, with biased sampling,
             the E most uncertain of bias_candidates x E uniform candidates) and start times t0
-        k > 1, on_path_start_share: move a share of them onto the actor's rollouts, (x_t, t)
         warm start: zero controls (k = 1), then the actor's rollout from (x0, t0)
         episodes <- TO solves of the E problems (batched box-FDDP)     exploration in state space
         buffer  <- (x_t, t, N-step partial cost-to-go, x_{t+N}, Vx_t)   TD(N) transitions
@@ -117,16 +116,6 @@ class CactoConfig(LearningConfig):
     values at 77.7% ([75.9, 77.7] against [73.2, 84.8]) and the mean TO cost at -28.4 (-29.3),
     with less spread over seeds and 1.8x the training time; its rollouts from the pocket between
     the obstacles still drive through them, since 0.25 s of lookahead does not reach them."""
-    on_path_start_share: float = 0.0
-    """Share of the episodes after the first loop that start on the actor's own path: from a
-    sampled (x0, t0) the actor is rolled out and the episode starts instead at (x_t, t), t
-    uniform in t0..T-1. TO from there gives the critic true costs-to-go where the actor drives,
-    which the episodes from sampled states may never visit (the car's obstacles, which TO paths
-    avoid and the actor's rollouts cut through). 0 is CACTO; the rollouts count as simulator
-    calls. Measured on the car with to_max_iter=50 (`benchmarks/results/cacto_car_on_path`, 3
-    seeds): 0.25 puts 72.3% [56.2, 77.7] of the hard region below random values against 77.7%
-    [73.2, 84.8] without, mean TO cost -20.0 against -29.3 (seed 0 gained, 73.2 -> 77.7%;
-    seeds 1 and 2 lost, 77.7 -> 72.3% and 84.8 -> 56.2%)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -141,9 +130,10 @@ class CactoConfig(LearningConfig):
             raise ProblemError(
                 f"target_update_rate must be in (0, 1], got {self.target_update_rate}."
             )
-        for name in ("random_start_share", "on_path_start_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ProblemError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if not 0.0 <= self.random_start_share <= 1.0:
+            raise ProblemError(
+                f"random_start_share must be in [0, 1], got {self.random_start_share}."
+            )
         if self.value_gradient_weight < 0:
             raise ProblemError(
                 f"value_gradient_weight must be >= 0, got {self.value_gradient_weight}."
@@ -422,11 +412,8 @@ def uncertainty(critic: Policy, params: dict, t: np.ndarray) -> np.ndarray:
 
 
 def sample_episodes(problem: Problem, config: CactoConfig, state: CactoState, key: jax.Array):
-    """E episodes' problem parameters (E, ...), start steps t0 (E,) int, and the simulator
-    calls spent choosing them (rollouts for on_path_start_share)."""
+    """E episodes' problem parameters (E, ...) and start steps t0 (E,) int."""
     E, T = config.n_problems, problem.horizon
-    on_path = config.on_path_start_share > 0 and int(state.iteration) > 0
-    path_key = jax.random.fold_in(key, 1)  # the draws before the move are plain CACTO's
     biased = config.initial_states == "biased" and int(state.iteration) > 0
     m = E * config.bias_candidates if biased else E
     param_key, time_key = jax.random.split(key)
@@ -438,37 +425,7 @@ def sample_episodes(problem: Problem, config: CactoConfig, state: CactoState, ke
     if biased:
         keep = np.argsort(-uncertainty(state.critic, params, t0))[:E]
         params, t0 = {k: v[keep] for k, v in params.items()}, t0[keep]
-    if not on_path:
-        return params, t0, 0
-    share_key, path_key = jax.random.split(path_key)
-    moved = np.asarray(jax.random.uniform(share_key, (E,))) < config.on_path_start_share
-    if not moved.any():
-        return params, t0, 0
-    chosen = {k: v[moved] for k, v in params.items()}
-    new_params, new_t0 = start_on_path(problem, state.policy, chosen, t0[moved], path_key)
-    rollout_calls = int((T - t0[moved]).sum())
-    params = {k: v.copy() for k, v in params.items()}
-    for k in params:
-        params[k][moved] = new_params[k]
-    t0 = t0.copy()
-    t0[moved] = new_t0
-    return params, t0, rollout_calls
-
-
-def start_on_path(problem: Problem, policy: Policy, params: dict, t0: np.ndarray,
-                  key: jax.Array) -> tuple[dict, np.ndarray]:
-    """Starts (params, t) on the actor's rollouts from (params (m, ...), t0 (m,)): x0 <- x_t with
-    t uniform in t0..T-1, the other parameters kept; a start whose rollout state is not finite
-    stays where it was. Returns the new params (m, ...) and t (m,) int."""
-    T = problem.horizon
-    xs, _, _ = policy_rollout(delayed_start(problem), policy,
-                              {**params, "t0": t0.astype(np.float64)})
-    xs = np.asarray(xs)  # (m, T+1, nx), x_t = x0 for t <= t0
-    t = t0 + np.floor(np.asarray(jax.random.uniform(key, t0.shape)) * (T - t0)).astype(t0.dtype)
-    x_t = xs[np.arange(t.shape[0]), t]
-    finite = np.isfinite(x_t).all(axis=-1)
-    x0 = np.where(finite[:, None], x_t, np.asarray(params["x0"]))
-    return {**params, "x0": x0}, np.where(finite, t, t0)
+    return params, t0
 
 
 def step(problem: Problem, config: CactoConfig, state: CactoState) -> tuple[CactoState, dict]:
@@ -476,14 +433,14 @@ def step(problem: Problem, config: CactoConfig, state: CactoState) -> tuple[Cact
     key, episode_key, fit_key, update_key = jax.random.split(state.key, 4)
     first = int(state.iteration) == 0
     T = problem.horizon
-    params, t0, rollout_calls = sample_episodes(problem, config, state, episode_key)
+    params, t0 = sample_episodes(problem, config, state, episode_key)
     delayed = delayed_start(problem)
     episode_params = {**params, "t0": t0.astype(np.float64)}
-    init = None
+    rollout_calls, init = 0, None
     if not first:
         rollout_xs, rollout_us, _ = policy_rollout(delayed, state.policy, episode_params)
         init = finite_warm_start(rollout_xs, rollout_us)
-        rollout_calls += int((T - t0).sum())
+        rollout_calls = int((T - t0).sum())
     result, to_calls, to_iterations = solve_from_each(delayed, episode_params, [init], config)
     transitions = episode_transitions(problem, result, params, t0, td_steps(problem, config))
 
