@@ -280,7 +280,7 @@ def _save_entry(path: str, entry: Mapping[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
-def random_controls(problem: Problem, key, n: int) -> np.ndarray:
+def _random_controls(problem: Problem, key, n: int) -> np.ndarray:
     """Controls (n, T, nu), i.i.d. per step: uniform in the box where both bounds are finite,
     standard normal (then clipped to the finite bound, if any) elsewhere."""
     lower, upper = problem.u_lower, problem.u_upper
@@ -343,7 +343,7 @@ def optimum_costs(
     fresh = entry is None
     if fresh:
         keys = jax.random.split(jax.random.key(int(seed)), max(int(n_random), 1))
-        randoms = [random_controls(problem, keys[i], n) for i in range(int(n_random))]
+        randoms = [_random_controls(problem, keys[i], n) for i in range(int(n_random))]
         inits = [None, *randoms, *inits]
         if problem.heuristic_controls is not None:
             inits.append(np.asarray(_heuristic_batch(problem, params)))
@@ -813,14 +813,14 @@ def warm_start_solutions(
 ) -> dict[str, Result]:
     """TO of the instances `params` from each of WARM_STARTS: name -> Result.
 
-    key draws the random states and controls (see _random_states, random_controls); the two
+    key draws the random states and controls (see _random_states, _random_controls); the two
     random warm starts share their controls."""
     problem.check_params(params)
     n, T = np.shape(params["x0"])[0], problem.horizon
     _, us, _ = policy_rollout(problem, policy, params)
     x0 = np.asarray(params["x0"], dtype=np.float64)
     key_controls, key_states = jax.random.split(key)
-    random_us = random_controls(problem, key_controls, n)
+    random_us = _random_controls(problem, key_controls, n)
     inits = {
         "policy": us,
         "random": (_random_states(problem, key_states, x0), random_us),

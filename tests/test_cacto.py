@@ -127,38 +127,6 @@ def test_episode_transitions_hold_monte_carlo_cost_to_go_and_skip_steps_before_t
     np.testing.assert_array_equal(tr["Vx"][row0], result.Vx[0, 2])
 
 
-def test_episode_random_starts_keep_each_episodes_lower_cost():
-    # The car's obstacles make local minima, so a random start can end lower than zeros.
-    problem = rlto.make("car", horizon=40)
-    options = {**TINY, "n_problems": 32, "td_steps": 50, "random_start_share": 0.0,
-               "to_max_iter": 50}
-    episode_costs, calls = [], []
-    for starts in (0, 1):
-        config = cacto.CactoConfig(**options, episode_random_starts=starts)
-        state, _ = cacto.step(problem, config, cacto.init(problem, config, jax.random.key(3)))
-        buffer = state.buffer
-        first = np.asarray(buffer["t"][: buffer["size"]]) == 0  # each episode's whole cost
-        episode_costs.append(np.asarray(buffer["partial"][: buffer["size"]])[first])
-        calls.append(int(state.sim_calls))
-    without, with_random = episode_costs
-    assert without.shape == with_random.shape  # the same episodes, every one usable
-    assert np.all(with_random <= without + 1e-6 * np.maximum(np.abs(without), 1.0))
-    assert np.any(with_random < without - 1e-3)  # some random start found a better minimum
-    assert calls[1] > calls[0]  # the second solve is counted
-
-
-def test_episode_random_controls_are_seeded_within_the_bounds_and_off_by_default():
-    problem = rlto.make("car")
-    key = jax.random.key(5)
-    assert cacto.episode_random_controls(problem, cacto.CactoConfig(), key, 4) == []
-    config = cacto.CactoConfig(episode_random_starts=2)
-    first, second = cacto.episode_random_controls(problem, config, key, 4)
-    assert first.shape == (4, problem.horizon, problem.nu)
-    assert np.all((first >= problem.u_lower) & (first <= problem.u_upper))
-    assert not np.allclose(first, second)
-    np.testing.assert_array_equal(first, cacto.episode_random_controls(problem, config, key, 4)[0])
-
-
 def test_replay_buffer_wraps_around_and_keeps_the_newest():
     problem = rlto.make("oned")
     buffer = cacto.new_buffer(problem, capacity=5)
@@ -230,7 +198,6 @@ def test_oned_value_function_minimiser_is_the_global_optimum():
     ("cacto-sl", {}),
     ("cacto", {"initial_states": "biased", "random_start_share": 1.0}),
     ("cacto", {"actor_lookahead": 3}),
-    ("cacto", {"episode_random_starts": 1}),
 ])
 def test_every_variant_runs_end_to_end(tmp_path, algo, options):
     problem = rlto.make("single_integrator", horizon=20)
@@ -261,8 +228,6 @@ def test_bad_cacto_options():
         cacto.CactoConfig(target_update_rate=0.0)
     with pytest.raises(ProblemError, match="actor_lookahead"):
         cacto.CactoConfig(actor_lookahead=0)
-    with pytest.raises(ProblemError, match="episode_random_starts"):
-        cacto.CactoConfig(episode_random_starts=-1)
 
 
 def test_cacto_benchmark_grammar_and_table(tmp_path):

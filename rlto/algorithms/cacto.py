@@ -46,7 +46,7 @@ from rlto.algorithms.common import (
     solve_from_each,
     usable_solves,
 )
-from rlto.evaluate import policy_rollout, random_controls
+from rlto.evaluate import policy_rollout
 from rlto.nets import TIME_KEY, Policy, set_normalization, trainable
 from rlto.problem import Problem, ProblemError
 
@@ -116,15 +116,6 @@ class CactoConfig(LearningConfig):
     values at 77.7% ([75.9, 77.7] against [73.2, 84.8]) and the mean TO cost at -28.4 (-29.3),
     with less spread over seeds and 1.8x the training time; its rollouts from the pocket between
     the obstacles still drive through them, since 0.25 s of lookahead does not reach them."""
-    episode_random_starts: int = 0
-    """Extra TO solves of every episode, each from its own random controls within the bounds
-    (`rlto.evaluate.random_controls`), beside the actor's (or, on the first loop, the zero)
-    warm start; each episode keeps its lowest-cost solution for the critic's targets and the
-    first loop's pre-training. Where the actor's warm start leads TO into a worse local optimum
-    (the wrong side of an obstacle) a random start can find the better one, and the critic then
-    learns its cost. Costs one more batched solve per start. 0: CACTO's single warm start.
-    Measured on the car (1, with to_max_iter=50, 3 seeds): 57.1% [42.0, 83.0] below random
-    values against the baseline's 77.7% [73.2, 84.8], in 7.6 minutes against 4.1."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -133,9 +124,6 @@ class CactoConfig(LearningConfig):
                      "bias_candidates", "actor_lookahead"):
             if int(getattr(self, name)) < 1:
                 raise ProblemError(f"{name} must be a positive integer, got {getattr(self, name)}.")
-        if int(self.episode_random_starts) < 0:
-            raise ProblemError("episode_random_starts must be a non-negative integer, got "
-                               f"{self.episode_random_starts}.")
         if self.td_steps < 0:
             raise ProblemError(f"td_steps must be >= 0 (0: T // 4), got {self.td_steps}.")
         if not 0.0 < self.target_update_rate <= 1.0:
@@ -440,17 +428,6 @@ def sample_episodes(problem: Problem, config: CactoConfig, state: CactoState, ke
     return params, t0
 
 
-def episode_random_controls(problem: Problem, config: CactoConfig, episode_key: jax.Array,
-                            n: int) -> list[np.ndarray]:
-    """config.episode_random_starts warm starts of random controls, each (n, T, nu).
-
-    Drawn from a stream folded out of the episode key, so that a run without them draws every
-    other number exactly as before."""
-    count = int(config.episode_random_starts)
-    keys = jax.random.split(jax.random.fold_in(episode_key, 1), max(count, 1))
-    return [random_controls(problem, keys[i], n) for i in range(count)]
-
-
 def step(problem: Problem, config: CactoConfig, state: CactoState) -> tuple[CactoState, dict]:
     """One CACTO loop: E TO episodes, buffer update, U actor-critic steps."""
     key, episode_key, fit_key, update_key = jax.random.split(state.key, 4)
@@ -464,9 +441,7 @@ def step(problem: Problem, config: CactoConfig, state: CactoState) -> tuple[Cact
         rollout_xs, rollout_us, _ = policy_rollout(delayed, state.policy, episode_params)
         init = finite_warm_start(rollout_xs, rollout_us)
         rollout_calls = int((T - t0).sum())
-    result, to_calls, to_iterations = solve_from_each(
-        delayed, episode_params, [init, *episode_random_controls(delayed, config, episode_key,
-                                                                 t0.shape[0])], config)
+    result, to_calls, to_iterations = solve_from_each(delayed, episode_params, [init], config)
     transitions = episode_transitions(problem, result, params, t0, td_steps(problem, config))
 
     actor, critic, target = state.policy, state.critic, state.target_critic
