@@ -425,6 +425,24 @@ def test_double_pendulum_energy_conserved_without_torque():
 
 
 # ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["double_pendulum", "manipulator3"])
+def test_planar_chain_steps_keep_float32_and_match_float64(name):
+    # The closed-loop policy gradient simulates in float32 (PddpConfig.policy_gradient_dtype);
+    # a float64 constant in the chain's dynamics made the double pendulum's sub-step loop
+    # change its carry's type, and the step raised.
+    problem = rlto.make(name)
+    params = problem.sample(jax.random.key(4), 3)
+    u = 0.5 * np.asarray(problem.u_upper) * np.array([1.0, -0.7, 0.3][: problem.nu])
+    for x in np.asarray(params["x0"]):
+        narrow = jnp.asarray(x, jnp.float32), jnp.asarray(u, jnp.float32)
+        assert "f64" not in str(jax.make_jaxpr(lambda x, u: problem.dynamics(x, u, 0, {}))(
+            *narrow))
+        stepped = problem.dynamics(*narrow, 0, {})
+        assert stepped.dtype == jnp.float32
+        wide = np.asarray(problem.dynamics(jnp.asarray(x), jnp.asarray(u), 0, {}))
+        np.testing.assert_allclose(stepped, wide, rtol=1e-5, atol=1e-5 * np.abs(wide).max())
+
 # Manipulator.
 
 

@@ -95,8 +95,8 @@ def link_directions(q: jax.Array, chain: PlanarChain) -> jax.Array:
 @_jit_chain
 def joint_positions(q: jax.Array, chain: PlanarChain) -> jax.Array:
     """Base, joints and tip: q (n,) -> (n+1, 2); the last row is the end effector."""
-    steps = jnp.asarray(chain.lengths)[:, None] * link_directions(q, chain)
-    points = jnp.asarray(chain.base) + jnp.cumsum(steps, axis=0)
+    steps = jnp.asarray(chain.lengths, q.dtype)[:, None] * link_directions(q, chain)
+    points = jnp.asarray(chain.base, q.dtype) + jnp.cumsum(steps, axis=0)
     return jnp.concatenate([jnp.asarray(chain.base, dtype=points.dtype)[None], points])
 
 
@@ -104,7 +104,7 @@ def joint_positions(q: jax.Array, chain: PlanarChain) -> jax.Array:
 def com_positions(q: jax.Array, chain: PlanarChain) -> jax.Array:
     """Centre of mass of each link: q (n,) -> (n, 2)."""
     joints = joint_positions(q, chain)[:-1]
-    return joints + jnp.asarray(chain.com)[:, None] * link_directions(q, chain)
+    return joints + jnp.asarray(chain.com, q.dtype)[:, None] * link_directions(q, chain)
 
 
 @_jit_chain
@@ -116,7 +116,8 @@ def com_jacobians(q: jax.Array, chain: PlanarChain) -> jax.Array:
     """
     n = q.shape[0]
     r = com_positions(q, chain)[:, None, :] - joint_positions(q, chain)[None, :-1, :]  # (i, k, 2)
-    turned = jnp.stack([-r[..., 1], r[..., 0]], axis=-1) * jnp.tril(jnp.ones((n, n)))[..., None]
+    lower = jnp.tril(jnp.ones((n, n), q.dtype))
+    turned = jnp.stack([-r[..., 1], r[..., 0]], axis=-1) * lower[..., None]
     return jnp.transpose(turned, (0, 2, 1))
 
 
@@ -129,9 +130,9 @@ def mass_matrix(q: jax.Array, chain: PlanarChain) -> jax.Array:
     """
     n = q.shape[0]
     jac = com_jacobians(q, chain)  # (n, 2, n)
-    w = jnp.tril(jnp.ones((n, n)))  # row i: ones up to joint i
-    masses = jnp.asarray(chain.masses)
-    inertia = jnp.asarray(chain.inertia)
+    w = jnp.tril(jnp.ones((n, n), q.dtype))  # row i: ones up to joint i
+    masses = jnp.asarray(chain.masses, q.dtype)
+    inertia = jnp.asarray(chain.inertia, q.dtype)
     translational = jnp.einsum("i,iak,ial->kl", masses, jac, jac)
     rotational = jnp.einsum("i,ik,il->kl", inertia, w, w)
     return translational + rotational
@@ -140,8 +141,8 @@ def mass_matrix(q: jax.Array, chain: PlanarChain) -> jax.Array:
 @_jit_chain
 def potential_energy(q: jax.Array, chain: PlanarChain) -> jax.Array:
     """V(q) = -sum_i m_i g . c_i(q): q (n,) -> scalar."""
-    heights = com_positions(q, chain) @ jnp.asarray(chain.gravity)
-    return -jnp.sum(jnp.asarray(chain.masses) * heights)
+    heights = com_positions(q, chain) @ jnp.asarray(chain.gravity, q.dtype)
+    return -jnp.sum(jnp.asarray(chain.masses, q.dtype) * heights)
 
 
 @_jit_chain
@@ -161,11 +162,12 @@ def bias_forces(q: jax.Array, qd: jax.Array, chain: PlanarChain) -> jax.Array:
     """
     omega2 = jnp.cumsum(qd) ** 2
     d = link_directions(q, chain)
-    full = jnp.asarray(chain.lengths)[:, None] * omega2[:, None] * d  # (n, 2)
-    acc = -(jnp.cumsum(full, axis=0) - full + jnp.asarray(chain.com)[:, None] * omega2[:, None] * d)
+    full = jnp.asarray(chain.lengths, q.dtype)[:, None] * omega2[:, None] * d  # (n, 2)
+    com = jnp.asarray(chain.com, q.dtype)
+    acc = -(jnp.cumsum(full, axis=0) - full + com[:, None] * omega2[:, None] * d)
     jac = com_jacobians(q, chain)
-    masses = jnp.asarray(chain.masses)
-    return jnp.einsum("i,iak,ia->k", masses, jac, acc - jnp.asarray(chain.gravity))
+    masses = jnp.asarray(chain.masses, q.dtype)
+    return jnp.einsum("i,iak,ia->k", masses, jac, acc - jnp.asarray(chain.gravity, q.dtype))
 
 
 @_jit_chain
@@ -241,10 +243,12 @@ def make_double_pendulum(config: DoublePendulumConfig = DoublePendulumConfig(), 
     h = c.dt / c.substeps
 
     def substep(_, carry):
+        # The state keeps its precision (a float32 closed-loop rollout stays float32): the
+        # loop's carry must not change type.
         x, u = carry
         q, v = x[:2], x[2:]
-        v = v + h * forward_dynamics(q, v, u, chain)
-        return jnp.concatenate([q + h * v, v]), u
+        v = v + h * forward_dynamics(q, v, u.astype(x.dtype), chain)
+        return jnp.concatenate([q + h * v, v]).astype(x.dtype), u
 
     def dynamics(x, u, t, params):
         # A rolled loop: with the sub-steps unrolled, rlto.solve on 256 instances never returned
