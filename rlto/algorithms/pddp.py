@@ -137,7 +137,8 @@ class PddpConfig(LearningConfig):
     ur5 (128 instances, the trained policy of the README's run) a gradient took 0.14 s
     against 0.20 s, with a cosine of 1 - 3e-10 to the float64 gradient. The problem's
     functions must keep float32 inputs float32 for the speed (rlto.robots does); where they
-    promote, the step computes in float64 anyway."""
+    promote, the step computes in float64 anyway. Of the built-ins, ur5 and oned run in float32
+    throughout; the others' dynamics do too (except lqr's), while their costs promote."""
     policy_gradient_after: int = 1
     """Outer iterations of Alg. 1 alone before the closed-loop steps start (the first policy has
     seen no TO data, and its rollouts may diverge)."""
