@@ -424,8 +424,6 @@ def test_double_pendulum_energy_conserved_without_torque():
     assert np.ptp(energies) < 0.02 * np.abs(energies).max()
 
 
-# ---------------------------------------------------------------------------------------------
-
 @pytest.mark.parametrize("name", ["double_pendulum", "manipulator3"])
 def test_planar_chain_steps_keep_float32_and_match_float64(name):
     # The closed-loop policy gradient simulates in float32 (PddpConfig.policy_gradient_dtype);
@@ -443,6 +441,8 @@ def test_planar_chain_steps_keep_float32_and_match_float64(name):
         wide = np.asarray(problem.dynamics(jnp.asarray(x), jnp.asarray(u), 0, {}))
         np.testing.assert_allclose(stepped, wide, rtol=1e-5, atol=1e-5 * np.abs(wide).max())
 
+
+# ---------------------------------------------------------------------------------------------
 # Manipulator.
 
 
