@@ -95,9 +95,9 @@ def link_directions(q: jax.Array, chain: PlanarChain) -> jax.Array:
 @_jit_chain
 def joint_positions(q: jax.Array, chain: PlanarChain) -> jax.Array:
     """Base, joints and tip: q (n,) -> (n+1, 2); the last row is the end effector."""
+    base = jnp.asarray(chain.base, q.dtype)
     steps = jnp.asarray(chain.lengths, q.dtype)[:, None] * link_directions(q, chain)
-    points = jnp.asarray(chain.base, q.dtype) + jnp.cumsum(steps, axis=0)
-    return jnp.concatenate([jnp.asarray(chain.base, dtype=points.dtype)[None], points])
+    return jnp.concatenate([base[None], base + jnp.cumsum(steps, axis=0)])
 
 
 @_jit_chain
@@ -243,12 +243,12 @@ def make_double_pendulum(config: DoublePendulumConfig = DoublePendulumConfig(), 
     h = c.dt / c.substeps
 
     def substep(_, carry):
-        # The state keeps its precision (a float32 closed-loop rollout stays float32): the
-        # loop's carry must not change type.
+        # The chain computes in the state's precision, and so must the torque: the loop's carry
+        # may not change type (a float32 closed-loop rollout stays float32).
         x, u = carry
         q, v = x[:2], x[2:]
         v = v + h * forward_dynamics(q, v, u.astype(x.dtype), chain)
-        return jnp.concatenate([q + h * v, v]).astype(x.dtype), u
+        return jnp.concatenate([q + h * v, v]), u
 
     def dynamics(x, u, t, params):
         # A rolled loop: with the sub-steps unrolled, rlto.solve on 256 instances never returned
