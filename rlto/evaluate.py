@@ -7,6 +7,7 @@ Equinox module.
     params = test_params(problem)                     # M = 100 draws from TEST_SEED
     xs, us, cost = policy_rollout(problem, policy, params)
     J_star = optimum_costs(problem, params)           # lowest TO cost ever found, cached on disk
+    J_star, us_star = optimum_solutions(problem, params)   # and the controls that reach it
     report = evaluate(problem, policy)                # gap, precision, violations, ...
     rich.print(report.table()); json.dumps(report.to_dict())
     warm_start_study(problem, policy, params)         # seed 002's Fig. 7: TO iterations
@@ -293,7 +294,15 @@ def _random_controls(problem: Problem, key, n: int) -> np.ndarray:
     return np.clip(np.where(boxed, lo + unit * (hi - lo), normal), lower, upper)
 
 
-def optimum_costs(
+def optimum_costs(problem: Problem, params, cache_dir: str | os.PathLike | None = None,
+                  **search) -> np.ndarray:
+    """J* per instance (n,): the lowest cost the TO solver has found from any warm start. The
+    search, its cache and its keyword arguments: `optimum_solutions`, which also returns the
+    controls that reach J*."""
+    return optimum_solutions(problem, params, cache_dir, **search)[0]
+
+
+def optimum_solutions(
     problem: Problem,
     params,
     cache_dir: str | os.PathLike | None = None,
@@ -305,8 +314,9 @@ def optimum_costs(
     constraint_tol: float = 1e-6,
     neighbours: int = 8,
     sweeps: int = 4,
-) -> np.ndarray:
-    """J* per instance (n,): the lowest cost the TO solver has found from any warm start.
+) -> tuple[np.ndarray, np.ndarray]:
+    """J* per instance and the controls that reach it: (cost (n,), us (n, T, nu)), the lowest
+    cost the TO solver has found from any warm start (`optimum_costs`: the costs alone).
 
     First time for (problem, params): rlto.solve from zero controls (or the problem's
     initial_controls), from `n_random` random control sequences within the bounds (seeded by
@@ -353,7 +363,7 @@ def optimum_costs(
             "violation": np.full(n, np.inf),
         }
     elif not inits:
-        return entry["cost"].copy()
+        return entry["cost"].copy(), entry["us"].copy()
 
     local = {  # the best solutions' local controllers, for the neighbour restarts
         "xs": np.zeros((n, problem.horizon + 1, problem.nx)),
@@ -398,7 +408,7 @@ def optimum_costs(
             for name in ("cost", "us", "violation"):
                 entry[name] = np.where(_rows(keep, entry[name]), latest[name], entry[name])
         _save_entry(path, {k: entry[k] for k in ("cost", "us", "violation")})
-    return entry["cost"].copy()
+    return entry["cost"].copy(), entry["us"].copy()
 
 
 @eqx.filter_jit

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +41,6 @@ def test_solver_benchmark_quick(tmp_path):
 
 def _comparison(problem: str, name: str, algo: str, curves) -> dict:
     """A minimal `rlto compare` result: one variant with a run per curve (calls, gaps)."""
-    import numpy as np
-
     from rlto import compare
 
     runs = [compare.run_record(seed, f"runs/{name}/seed{seed}", {
@@ -107,3 +109,28 @@ def test_optimum_benchmark_smoke(tmp_path):
     assert rows["all"]["mean"] < rows["first"]["mean"]  # some of 6 swing-ups end short
     assert "| pendulum | all |" in (tmp_path / "optimum.md").read_text()
     assert (tmp_path / "optimum.png").stat().st_size > 0
+
+
+def test_imitation_benchmark_quick(tmp_path):
+    """benchmarks/imitation.py --quick on lqr: the file triple, gaps computed from the policy
+    costs it lists, and no closed-loop policy below the convex problem's J* (its global optimum;
+    a J* or rollout cost computed on different instances or trajectories would break it)."""
+    env = {**os.environ, "RLTO_OPTIMUM_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "imitation.py"), "--problem", "lqr",
+         "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "imitation_lqr.json").read_text())
+    optimum = np.asarray(result["optimum"])
+    assert [row["epochs"] for row in result["evaluations"]] == [2, 4]
+    for row in result["evaluations"]:
+        cost = np.asarray(row["policy_cost"])
+        assert np.all(cost >= optimum * (1 - 1e-9))
+        assert row["mean_gap_percent"] == pytest.approx(100 * (cost.mean() / optimum.mean() - 1))
+        ratios = [w["policy_cost"] / w["optimum"] for w in row["worst"]]
+        assert ratios == sorted(ratios, reverse=True)
+        assert max(ratios) == pytest.approx(np.max(cost / optimum))
+    assert (tmp_path / "imitation_lqr.md").read_text().startswith("# Imitation ceiling on lqr")
+    assert (tmp_path / "imitation_lqr.png").stat().st_size > 0

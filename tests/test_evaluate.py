@@ -21,6 +21,7 @@ from rlto.evaluate import (
     Report,
     evaluate,
     optimum_costs,
+    optimum_solutions,
     policy_rollout,
     test_params,
     warm_start_study,
@@ -175,6 +176,23 @@ def test_better_extra_init_lowers_cache(problem, params, riccati_policy, tmp_pat
     assert np.all(better < poor)
     cached = optimum_costs(problem, params, cache_dir=tmp_path, **SOLVE)
     np.testing.assert_array_equal(cached, better)
+
+
+def test_optimum_solutions_controls_reach_their_cost(problem, params, tmp_path):
+    # The controls returned beside J*, rolled out open loop, cost exactly J*; with and without
+    # a cache, and the cached call returns the same solutions.
+    cost, us = optimum_solutions(problem, params, cache_dir=tmp_path, n_random=0, **SOLVE)
+    assert us.shape == (len(cost), problem.horizon, problem.nu)
+    def replay(us_one, params_one):
+        return problem.trajectory_cost(problem.rollout(us_one, params_one), us_one, params_one)
+
+    replayed = np.asarray(jax.vmap(replay)(jnp.asarray(us), params))
+    np.testing.assert_allclose(replayed, cost, rtol=1e-12)
+    again_cost, again_us = optimum_solutions(problem, params, cache_dir=tmp_path, **SOLVE)
+    np.testing.assert_array_equal(again_us, us)
+    np.testing.assert_array_equal(again_cost, cost)
+    uncached, _ = optimum_solutions(problem, params, cache_dir="", n_random=0, **SOLVE)
+    np.testing.assert_allclose(uncached, cost, rtol=1e-9)
 
 
 def test_evaluate_refines_a_beaten_optimum(problem, params, riccati_policy, optimum, tmp_path):
