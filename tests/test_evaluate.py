@@ -183,6 +183,7 @@ def test_optimum_solutions_controls_reach_their_cost(problem, params, tmp_path):
     # a cache, and the cached call returns the same solutions.
     cost, us = optimum_solutions(problem, params, cache_dir=tmp_path, n_random=0, **SOLVE)
     assert us.shape == (len(cost), problem.horizon, problem.nu)
+
     def replay(us_one, params_one):
         return problem.trajectory_cost(problem.rollout(us_one, params_one), us_one, params_one)
 
