@@ -39,7 +39,7 @@ import rlto  # noqa: E402
 from benchmarks import machine_info  # noqa: E402
 from rlto.algorithms.common import fit_policy, init_optimizer, new_policy, supervised_rows  # noqa: E402
 from rlto.algorithms.pddp import PddpConfig, supervised_loss  # noqa: E402
-from rlto.evaluate import optimum_solutions, policy_rollout, test_params  # noqa: E402
+from rlto.evaluate import evaluate, nan_as_inf, optimum_solutions, test_params  # noqa: E402
 from rlto.nets import set_normalization, with_steps  # noqa: E402
 
 WORST = 5
@@ -77,20 +77,20 @@ def optimal_data(problem, params) -> tuple[np.ndarray, object]:
 
 
 def scores(problem, policy, params, optimum: np.ndarray) -> dict:
-    """The closed-loop numbers of policy on the instances params against their J*."""
-    _, _, cost = policy_rollout(problem, policy, params)
-    cost = np.asarray(cost)
-    gap = cost / optimum - 1.0
-    worst = np.argsort(-np.nan_to_num(gap, nan=np.inf))[:WORST]
+    """The closed-loop numbers of policy on the instances params against their J* (the
+    metrics of `rlto.evaluate.evaluate`'s Report, J* given)."""
+    report = evaluate(problem, policy, params, optimum=optimum)
+    gaps = nan_as_inf(report.instance_gaps_percent)
+    worst = np.argsort(-gaps, kind="stable")[:WORST]
     x0 = np.asarray(params["x0"])
     return {
-        "mean_gap_percent": float(100 * (np.mean(cost) / np.mean(optimum) - 1)),
-        "median_instance_gap_percent": float(100 * np.median(gap)),
-        "within_1_percent": float(np.mean(gap <= 0.01)),
-        "within_10_percent": float(np.mean(gap <= 0.10)),
+        "mean_gap_percent": report.gap_percent,
+        "median_instance_gap_percent": report.median_gap_percent,
+        "within_1_percent": report.within_1_percent,
+        "within_10_percent": float(np.mean(gaps <= 10.0)),
         "worst": [{"index": int(i), "x0": x0[i].tolist(), "optimum": float(optimum[i]),
-                   "policy_cost": float(cost[i])} for i in worst],
-        "policy_cost": cost.tolist(),
+                   "policy_cost": float(report.policy_cost[i])} for i in worst],
+        "policy_cost": report.policy_cost.tolist(),
     }
 
 
