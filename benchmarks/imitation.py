@@ -51,8 +51,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--problem", default="pendulum", help="built-in problem")
     parser.add_argument("--m", type=int, default=100, help="test set size (default: 100)")
     parser.add_argument("--hidden", default="512,512", help="hidden widths (default: 512,512)")
+    parser.add_argument("--activation", default="relu", help="hidden activation (default: relu)")
     parser.add_argument("--sobolev", default="full", choices=("none", "full", "stochastic"))
     parser.add_argument("--sobolev-weight", type=float, default=1e-3)
+    parser.add_argument("--gain-cap", type=float, default=float("inf"),
+                        help="sobolev_gain_cap: gains above this norm count relative to their "
+                             "norm (default: inf, the paper's term)")
     parser.add_argument("--epochs", type=int, default=100, help="epochs between evaluations")
     parser.add_argument("--evaluations", type=int, default=6)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -88,6 +92,9 @@ def scores(problem, policy, params, optimum: np.ndarray) -> dict:
         "median_instance_gap_percent": report.median_gap_percent,
         "within_1_percent": report.within_1_percent,
         "within_10_percent": float(np.mean(gaps <= 10.0)),
+        # None without a task space; else the median distance of x_T's position to the target
+        "median_final_error": (None if report.final_error is None
+                               else float(np.median(report.final_error))),
         "worst": [{"index": int(i), "x0": x0[i].tolist(), "optimum": float(optimum[i]),
                    "policy_cost": float(report.policy_cost[i])} for i in worst],
         "policy_cost": report.policy_cost.tolist(),
@@ -103,8 +110,10 @@ def measure(args) -> dict:
     print(f"{args.problem}: mean J* {optimum.mean():.6g} ({time.perf_counter() - start:.0f} s)",
           flush=True)
     hidden = tuple(int(w) for w in args.hidden.split(",") if w)
-    config = PddpConfig(hidden=hidden, sobolev=args.sobolev, sobolev_weight=args.sobolev_weight,
-                        epochs=args.epochs, learning_rate=args.learning_rate,
+    config = PddpConfig(hidden=hidden, activation=args.activation, sobolev=args.sobolev,
+                        sobolev_weight=args.sobolev_weight,
+                        sobolev_gain_cap=args.gain_cap, epochs=args.epochs,
+                        learning_rate=args.learning_rate,
                         learning_rate_half_life=args.half_life)
     init_key, key = jax.random.split(jax.random.key(args.seed))
     policy = new_policy(problem, config, init_key)
@@ -126,10 +135,15 @@ def measure(args) -> dict:
         print(f"  epoch {row['epochs']:5d}: gap {row['mean_gap_percent']:8.3f}%  median "
               f"instance {row['median_instance_gap_percent']:7.3f}%  within 1% "
               f"{row['within_1_percent']:.2f}  within 10% {row['within_10_percent']:.2f}  "
-              f"losses {row['regression_loss']:.3g} / {row['sobolev_loss']:.3g}", flush=True)
+              f"losses {row['regression_loss']:.3g} / {row['sobolev_loss']:.3g}"
+              + ("" if row["median_final_error"] is None
+                 else f"  median final error {row['median_final_error']:.3g} m"), flush=True)
     return {"problem": args.problem, "m": n, "optimum": optimum.tolist(),
-            "config": {"hidden": list(hidden), "sobolev": args.sobolev,
-                       "sobolev_weight": args.sobolev_weight, "epochs": args.epochs,
+            "config": {"hidden": list(hidden), "activation": args.activation,
+                       "sobolev": args.sobolev,
+                       "sobolev_weight": args.sobolev_weight,
+                       "sobolev_gain_cap": args.gain_cap if np.isfinite(args.gain_cap) else None,
+                       "epochs": args.epochs,
                        "learning_rate": args.learning_rate, "half_life": args.half_life,
                        "batch_size": config.batch_size, "seed": args.seed},
             "evaluations": evaluations}
@@ -144,21 +158,26 @@ def markdown(result: dict) -> str:
         f"{info['jax_device']}; {info['date']}. Command: `{result['command']}`.",
         "",
         f"M = {result['m']} test instances, mean J* {np.mean(result['optimum']):.6g}. Policy "
-        f"{config['hidden']} (time input as the algorithms' default), Sobolev "
-        f"{config['sobolev']} (weight {config['sobolev_weight']}), Adam {config['learning_rate']} "
+        f"{config['hidden']} ({config.get('activation', 'relu')}; time input as the algorithms' "
+        "default), Sobolev "
+        f"{config['sobolev']} (weight {config['sobolev_weight']}, gain cap "
+        f"{config.get('sobolev_gain_cap') or 'none'}), Adam {config['learning_rate']} "
         f"halving every {config['half_life']:g} steps, batches of {config['batch_size']}; fitted "
         "to the instances' optimal (x, u, K) and rolled out on the same instances. Gap: mean "
         "policy cost over mean J*; within X%: share of instances whose policy cost is within X% "
         "of their own J*.",
         "",
-        "| epochs | gap % | median instance gap % | within 1% | within 10% | regression loss "
-        "| Sobolev loss | fit s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| epochs | gap % | median instance gap % | within 1% | within 10% | median final "
+        "error m | regression loss | Sobolev loss | fit s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in result["evaluations"]:
+        error = row.get("median_final_error")  # None without a task space (or from older runs)
         lines.append(f"| {row['epochs']} | {row['mean_gap_percent']:.3g} | "
                      f"{row['median_instance_gap_percent']:.3g} | {row['within_1_percent']:.2f} | "
-                     f"{row['within_10_percent']:.2f} | {row['regression_loss']:.3g} | "
+                     f"{row['within_10_percent']:.2f} | "
+                     f"{'-' if error is None else format(error, '.3g')} | "
+                     f"{row['regression_loss']:.3g} | "
                      f"{row['sobolev_loss']:.3g} | {row['fit_seconds']:.0f} |")
     last = result["evaluations"][-1]
     lines += ["", "Costliest instances after the last fit (policy cost over J*):", "",

@@ -546,3 +546,30 @@ def test_task_input_needs_position_and_target_and_rebuilds_custom_problems(tmp_p
     loaded = nets.load_policy(tmp_path, problem=reach)
     np.testing.assert_array_equal(jax.vmap(loaded)(params["x0"], params),
                                   jax.vmap(pol)(params["x0"], params))
+
+
+def test_leaky_relu_keeps_a_gradient_where_a_relu_layer_is_dead(reach):
+    """A ReLU layer whose units are all off at a state gives d pi/dx = 0 there and no gradient of
+    the Sobolev term to any weight before it (the trap a double_pendulum fit falls into at the
+    upright state, where u* = 0 but the gains are large); leaky_relu keeps both. And the
+    config's activation reaches the policy, an unknown one is a clear error."""
+    from rlto.algorithms.common import LearningConfig, new_policy
+
+    params = reach.sample(jax.random.key(3), 4)
+    xs = params["x0"]
+    K = jnp.ones((4, reach.nu, reach.nx))
+    norms = {}
+    for name in ("relu", "leaky_relu"):
+        policy = new_policy(reach, LearningConfig(hidden=(8, 8), activation=name, time_input=False,
+                                                  policy_dtype="float64"), jax.random.key(0))
+        assert policy.activation == name
+        # Turn the second hidden layer off for every input: bias far below any pre-activation.
+        policy = eqx.tree_at(lambda p: p.layers[1].bias, policy,
+                             jnp.full_like(policy.layers[1].bias, -1e3))
+        jac = losses.policy_jacobian(policy, xs, params)
+        grads = eqx.filter_grad(lambda p: losses.sobolev_loss(p, xs, K, params))(policy)
+        norms[name] = (float(jnp.abs(jac).max()), float(jnp.abs(grads.layers[0].weight).max()))
+    assert norms["relu"] == (0.0, 0.0)
+    assert norms["leaky_relu"][0] > 0.0 and norms["leaky_relu"][1] > 0.0
+    with pytest.raises(rlto.ProblemError, match="activation must be one of"):
+        LearningConfig(activation="sigmoid")

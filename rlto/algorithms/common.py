@@ -17,7 +17,7 @@ import optax
 import rlto
 from rlto import losses
 from rlto.evaluate import closed_loop_cost, neighbour_restarts
-from rlto.nets import Policy, broadcast_params, make_policy, trainable, with_steps
+from rlto.nets import ACTIVATIONS, Policy, broadcast_params, make_policy, trainable, with_steps
 from rlto.problem import Problem, ProblemError
 from rlto.solver import Result, Status
 
@@ -48,6 +48,10 @@ class LearningConfig:
     """Floor of the decaying step size."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the policy MLP (seed 002: two layers of 256)."""
+    activation: str = "relu"
+    """Hidden activation, a key of rlto.nets.ACTIVATIONS ("relu": seed 002). A ReLU layer can go
+    dead on a whole region of states, and there no gradient reaches its weights again (see
+    rlto.nets.ACTIVATIONS for the case measured on double_pendulum)."""
     time_input: bool = True
     """Give the policy the time step: pi(x, beta, t). The optimum of a finite-horizon problem
     depends on the time to go (on `pendulum` it times its arrival upright to the horizon), which
@@ -89,6 +93,7 @@ class LearningConfig:
                 f"{self.sobolev_gain_cap!r}."
             )
         self._check_choice("policy_dtype", ("float32", "float64"))
+        self._check_choice("activation", tuple(ACTIVATIONS))
         widths = self.hidden if isinstance(self.hidden, tuple | list) else None
         if not widths or not all(isinstance(w, int) and w >= 1 for w in widths):
             raise ProblemError(
@@ -245,7 +250,8 @@ def with_penalty_params(problem: Problem, params: dict, **penalty) -> dict:
 def new_policy(problem: Problem, config: LearningConfig, key: jax.Array) -> Policy:
     """The paper's policy class for `problem` with the config's width, time input and dtype."""
     return make_policy(problem, key, hidden=config.hidden, time_input=config.time_input,
-                       task_input=config.task_input, dtype=config.policy_dtype)
+                       task_input=config.task_input, activation=config.activation,
+                       dtype=config.policy_dtype)
 
 
 def policy_optimizer(config) -> optax.GradientTransformation:
