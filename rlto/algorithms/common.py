@@ -248,7 +248,8 @@ def with_penalty_params(problem: Problem, params: dict, **penalty) -> dict:
 
 
 def new_policy(problem: Problem, config: LearningConfig, key: jax.Array) -> Policy:
-    """The paper's policy class for `problem` with the config's width, time input and dtype."""
+    """The paper's policy class for `problem` with the config's width, activation, time input
+    and dtype."""
     return make_policy(problem, key, hidden=config.hidden, time_input=config.time_input,
                        task_input=config.task_input, activation=config.activation,
                        dtype=config.policy_dtype)
