@@ -119,6 +119,21 @@ def algorithm_config(algo: str, options: dict):
     return module, config_type(**options)
 
 
+def with_later_defaults(previous: dict, config) -> dict:
+    """A run directory's resolved config with the algorithm options it predates filled in with
+    their defaults: an option added to the config class since that run was written defaults to
+    the behaviour from before it existed, so the run stays resumable (the options it did write
+    must still match)."""
+    written = previous.get("algo_config")
+    if not isinstance(written, dict):
+        return previous
+    filled = dict(written)
+    for field in dataclasses.fields(config):
+        if field.name not in filled and field.default is not dataclasses.MISSING:
+            filled[field.name] = json.loads(json.dumps(to_jsonable(field.default)))
+    return {**previous, "algo_config": filled}
+
+
 def train(
     problem: Problem,
     algo: str = "pddp",
@@ -159,7 +174,7 @@ def train(
     if select_best:  # only then: the configs of earlier runs stay resumable
         resolved["select_best"] = int(select_best)
     if os.path.exists(run.config_path) and run.checkpoint_info() is not None:
-        previous = run.read_config()
+        previous = with_later_defaults(run.read_config(), config)
         if previous != json.loads(json.dumps(to_jsonable(resolved))):
             raise ProblemError(
                 f"{out} holds a run with another configuration; use a new --out directory."

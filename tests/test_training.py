@@ -104,6 +104,33 @@ def test_resume_refuses_a_different_configuration(lqr, tmp_path):
                    progress=False, **TINY)
 
 
+def test_resume_accepts_a_run_written_before_an_option_existed(lqr, tmp_path):
+    """A run directory whose config predates an option (here `activation`, removed from the
+    written file) resumes when the option is at its default, which is the behaviour from before
+    it existed, and continues to the same numbers as an uninterrupted run; a run whose option
+    was not the default is refused once that option is missing."""
+    options = dict(seed=0, out=tmp_path / "old", test_size=8, progress=False, **TINY)
+    rlto.train(lqr, algo="pddp", iterations=1, **options)
+    config_file = tmp_path / "old" / "config.json"
+    written = json.loads(config_file.read_text())
+    del written["algo_config"]["activation"]
+    config_file.write_text(json.dumps(written))
+    resumed = rlto.train(lqr, algo="pddp", iterations=2, **options)
+    straight = rlto.train(lqr, algo="pddp", iterations=2,
+                          **{**options, "out": tmp_path / "straight"})
+    assert resumed.iterations == straight.iterations == 2
+    np.testing.assert_array_equal(resumed.report.policy_cost, straight.report.policy_cost)
+
+    leaky = {**options, "out": tmp_path / "leaky", "activation": "leaky_relu"}
+    rlto.train(lqr, algo="pddp", iterations=1, **leaky)
+    config_file = tmp_path / "leaky" / "config.json"
+    written = json.loads(config_file.read_text())
+    del written["algo_config"]["activation"]
+    config_file.write_text(json.dumps(written))
+    with pytest.raises(ProblemError, match="another configuration"):
+        rlto.train(lqr, algo="pddp", iterations=2, **leaky)
+
+
 def test_lower_cost_picks_per_instance_with_a_margin(lqr):
     params = lqr.sample(jax.random.key(5), 6)
     rough = rlto.solve(lqr, params, max_iter=1)
