@@ -92,9 +92,9 @@ def scores(problem, policy, params, optimum: np.ndarray) -> dict:
         "median_instance_gap_percent": report.median_gap_percent,
         "within_1_percent": report.within_1_percent,
         "within_10_percent": float(np.mean(gaps <= 10.0)),
-        # None without a task space; else the median distance of x_T's position to the target
-        "median_final_error": (None if report.final_error is None
-                               else float(np.median(report.final_error))),
+        # Report.precision: the median distance of x_T's position to the target (None without
+        # a task space)
+        "median_final_error": None if report.final_error is None else report.precision,
         "worst": [{"index": int(i), "x0": x0[i].tolist(), "optimum": float(optimum[i]),
                    "policy_cost": float(report.policy_cost[i])} for i in worst],
         "policy_cost": report.policy_cost.tolist(),

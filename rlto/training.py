@@ -21,7 +21,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -119,6 +119,11 @@ def algorithm_config(algo: str, options: dict):
     return module, config_type(**options)
 
 
+def as_written(obj: Any) -> Any:
+    """obj as config.json holds it (through to_jsonable and back from JSON), for comparisons."""
+    return json.loads(json.dumps(to_jsonable(obj)))
+
+
 def with_later_defaults(previous: dict, config) -> dict:
     """A run directory's resolved config with the algorithm options it predates filled in with
     their defaults: an option added to the config class since that run was written defaults to
@@ -130,7 +135,7 @@ def with_later_defaults(previous: dict, config) -> dict:
     filled = dict(written)
     for field in dataclasses.fields(config):
         if field.name not in filled and field.default is not dataclasses.MISSING:
-            filled[field.name] = json.loads(json.dumps(to_jsonable(field.default)))
+            filled[field.name] = as_written(field.default)
     return {**previous, "algo_config": filled}
 
 
@@ -175,7 +180,7 @@ def train(
         resolved["select_best"] = int(select_best)
     if os.path.exists(run.config_path) and run.checkpoint_info() is not None:
         previous = with_later_defaults(run.read_config(), config)
-        if previous != json.loads(json.dumps(to_jsonable(resolved))):
+        if previous != as_written(resolved):
             raise ProblemError(
                 f"{out} holds a run with another configuration; use a new --out directory."
             )

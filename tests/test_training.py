@@ -109,12 +109,15 @@ def test_resume_accepts_a_run_written_before_an_option_existed(lqr, tmp_path):
     written file) resumes when the option is at its default, which is the behaviour from before
     it existed, and continues to the same numbers as an uninterrupted run; a run whose option
     was not the default is refused once that option is missing."""
+    def predating_activation(out):
+        config_file = out / "config.json"
+        written = json.loads(config_file.read_text())
+        del written["algo_config"]["activation"]
+        config_file.write_text(json.dumps(written))
+
     options = dict(seed=0, out=tmp_path / "old", test_size=8, progress=False, **TINY)
     rlto.train(lqr, algo="pddp", iterations=1, **options)
-    config_file = tmp_path / "old" / "config.json"
-    written = json.loads(config_file.read_text())
-    del written["algo_config"]["activation"]
-    config_file.write_text(json.dumps(written))
+    predating_activation(tmp_path / "old")
     resumed = rlto.train(lqr, algo="pddp", iterations=2, **options)
     straight = rlto.train(lqr, algo="pddp", iterations=2,
                           **{**options, "out": tmp_path / "straight"})
@@ -123,10 +126,7 @@ def test_resume_accepts_a_run_written_before_an_option_existed(lqr, tmp_path):
 
     leaky = {**options, "out": tmp_path / "leaky", "activation": "leaky_relu"}
     rlto.train(lqr, algo="pddp", iterations=1, **leaky)
-    config_file = tmp_path / "leaky" / "config.json"
-    written = json.loads(config_file.read_text())
-    del written["algo_config"]["activation"]
-    config_file.write_text(json.dumps(written))
+    predating_activation(tmp_path / "leaky")
     with pytest.raises(ProblemError, match="another configuration"):
         rlto.train(lqr, algo="pddp", iterations=2, **leaky)
 
