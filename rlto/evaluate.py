@@ -151,20 +151,6 @@ def _final_error_one(problem: Problem, xs, params):
     return jnp.linalg.norm(problem.position(xs[-1], params) - problem.target(params))
 
 
-def final_errors(problem: Problem, xs, params) -> np.ndarray:
-    """||position(x_T) - target|| of n trajectories xs (n, T+1, nx) with their params (n, ...):
-    (n,). Raises ProblemError where the problem has no task space (position and target)."""
-    if problem.position is None or problem.target is None:
-        raise ProblemError(f"problem {problem.name!r} has no task space (position and target), "
-                           "so it has no final task-space error.")
-    return np.asarray(_final_errors_batch(problem, jnp.asarray(xs), _as_params(problem, params)))
-
-
-@eqx.filter_jit
-def _final_errors_batch(problem: Problem, xs, params):
-    return jax.vmap(lambda x, p: _final_error_one(problem, x, p))(xs, params)
-
-
 @eqx.filter_jit
 def _rollout_batch(problem: Problem, policy: Policy, params):
     # The Problem (hashed by identity) and the policy's non-array parts are static: one compiled

@@ -22,7 +22,7 @@ from rlto.algorithms.common import (
     control_authority,
     lower_cost,
 )
-from rlto.evaluate import as_dtype, closed_loop_cost, final_errors, policy_rollout
+from rlto.evaluate import as_dtype, closed_loop_cost, policy_rollout
 from rlto.nets import make_policy, trainable
 
 TINY = dict(n_problems=8, epochs=2, batch_size=64, hidden=(16, 16), to_max_iter=30)
@@ -216,37 +216,6 @@ def test_dagger_labels_policy_states_with_the_remaining_horizon_optimum(lqr):
         shorter = rlto.make("lqr", horizon=T - int(start))
         direct = rlto.solve(shorter, {"x0": x[i, start][None]}, max_iter=200, tol=1e-12)
         np.testing.assert_allclose(u[i, start:], direct.us[0], atol=1e-6)
-
-
-def test_fit_max_final_error_fits_only_the_solves_that_reach_the_target(lqr):
-    """fit_max_final_error: of one iteration's TO solves, exactly those whose final state
-    x_T = f(x_{T-1}, u_{T-1}) lies within the threshold of the target (lqr: ||p_T|| <= r) keep
-    their rows' weight; the others weigh nothing. r is the median final error of the same
-    solves fitted unfiltered (the first iteration's TO does not depend on the option)."""
-    T, n = lqr.horizon, TINY["n_problems"]
-
-    def first_iteration(**option):
-        config = pddp.PddpConfig(**TINY, **option)
-        state, info = pddp.step(lqr, config, pddp.init(lqr, config, jax.random.key(17)))
-        return np.asarray(state.data["w"]).reshape(n, T), state.data, info
-
-    w_all, data, info = first_iteration()
-    assert np.all(w_all == 1.0) and info["to_reached"] == 1.0
-    x_last = np.asarray(data["x"]).reshape(n, T, lqr.nx)[:, -1]
-    u_last = np.asarray(data["u"]).reshape(n, T, lqr.nu)[:, -1]
-    x_final = np.stack([np.asarray(lqr.dynamics(x, u, T - 1, {}))
-                        for x, u in zip(x_last, u_last, strict=True)])
-    error = np.linalg.norm(x_final[:, :2], axis=1)
-    radius = float(np.median(error))
-    w, _, info = first_iteration(fit_max_final_error=radius)
-    np.testing.assert_array_equal(w, np.repeat((error <= radius)[:, None], T, axis=1) * 1.0)
-    assert info["to_reached"] == pytest.approx(np.mean(error <= radius))
-    assert 0 < w[:, 0].sum() < n
-    with pytest.raises(ProblemError, match="fit_max_final_error"):
-        pddp.PddpConfig(fit_max_final_error=0.0)
-    with pytest.raises(ProblemError, match="task space"):
-        final_errors(dataclasses.replace(lqr, position=None), np.zeros((1, T + 1, lqr.nx)),
-                     {"x0": np.zeros((1, lqr.nx))})
 
 
 def test_hard_problems_are_the_costliest_rollouts_of_the_pool(lqr):

@@ -56,7 +56,7 @@ from rlto.algorithms.common import (
     supervised_rows,
     usable_solves,
 )
-from rlto.evaluate import final_errors, policy_rollout
+from rlto.evaluate import policy_rollout
 from rlto.nets import Policy, set_normalization, trainable, with_steps
 from rlto.problem import Problem, ProblemError
 
@@ -103,14 +103,6 @@ class PddpConfig(LearningConfig):
     [81, 246] (315% against 131% with warm_start="best"), its rollouts arriving upright late,
     after extra swings. Our reading, not tested: TO warm-started by a continuation that swings
     once too often keeps that swing (a local minimum), and the relabels teach it."""
-
-    fit_max_final_error: float = float("inf")
-    """Fit only the TO solutions that end within this task-space distance of the target
-    (||position(x_T) - target||, in the problem's units; needs a problem with a task space).
-    inf: fit every usable solve (Alg. 1). Where TO from a poor warm start ends in local minima
-    that miss the task (the double pendulum's solves from zero controls that never swing up),
-    their controls are a regression target no policy should average in; the solves that reach
-    it teach the policy a swing-up, whose rollouts then warm-start the next iteration's TO."""
 
     hard_problems: int = 0
     """Of the n_problems solved per iteration, how many are the costliest policy rollouts among
@@ -168,9 +160,6 @@ class PddpConfig(LearningConfig):
                                f" got {self.hard_pool}.")
         if int(self.dagger) < 0:
             raise ProblemError(f"dagger must be a non-negative integer, got {self.dagger}.")
-        if not self.fit_max_final_error > 0:
-            raise ProblemError("fit_max_final_error must be positive (inf: fit every solve), "
-                               f"got {self.fit_max_final_error!r}.")
         self._check_choice("control_weights", ("uniform", "authority"))
         self._check_choice("policy_gradient_dtype", ("float64", "float32"))
         if int(self.aggregate) < 1:
@@ -256,18 +245,13 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
     result, to_calls, to_iterations = solve_from_each(problem, params, inits, config,
                                                        margin=BEST_MARGIN)
     policy = state.policy
-    solved = usable_solves(result)
+    usable = usable_solves(result)
     if int(state.iteration) == 0:
         # Normalise the inputs over the states the policy will be trained on, once, before any
         # weight update (the sampler's x0 alone under-represents e.g. swing-up velocities).
-        ok_params = {k: np.asarray(v)[solved] for k, v in params.items()}
-        policy = set_normalization(policy, result.xs[solved, : problem.horizon],
-                                   with_steps(ok_params, int(solved.sum()), problem.horizon))
-    reached = np.ones_like(solved)
-    if np.isfinite(config.fit_max_final_error):
-        with np.errstate(invalid="ignore"):  # a NaN error (a diverged solve) counts as missed
-            reached = final_errors(problem, result.xs, params) <= config.fit_max_final_error
-    usable = solved & reached
+        ok_params = {k: np.asarray(v)[usable] for k, v in params.items()}
+        policy = set_normalization(policy, result.xs[usable, : problem.horizon],
+                                   with_steps(ok_params, int(usable.sum()), problem.horizon))
     authority, authority_calls = None, 0
     if config.control_weights == "authority":
         authority = control_authority(problem, result.xs, result.us, params, usable)
@@ -314,7 +298,6 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
         "to_converged": float(result.converged.mean()),
         "to_cost": float(np.nanmean(result.cost)),
         "to_iterations_mean": float(result.iterations.mean()),
-        "to_reached": float(reached.mean()),
     }
     return new_state, info
 
