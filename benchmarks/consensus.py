@@ -110,10 +110,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--select-best", type=int, default=0, metavar="V",
                         help="each run deploys its iterate of lowest mean cost on V validation "
                              "draws (rlto.train's select_best; default 0: the latest iterate)")
-    parser.add_argument("--fall-back", type=float, default=None, metavar="M",
-                        help="with --select-best: an iterate whose validation cost exceeds the "
-                             "selected one's by more than the fraction M is dropped and training "
-                             "goes on from the selected policy (rlto.train's fall_back)")
     parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
                         help="before the timed runs, train each variant for one iteration in a "
                              "scratch directory so that JIT compilation is not in their wall "
@@ -133,8 +129,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.seeds < 1 or args.test_size < 1 or args.grid_points < 2 or args.select_best < 0:
         parser.error("--seeds and --test-size must be positive, --grid-points at least 2, "
                      "--select-best non-negative")
-    if args.fall_back is not None and not (args.fall_back >= 0 and args.select_best > 0):
-        parser.error("--fall-back needs a non-negative margin and --select-best")
     if args.iterations is not None and args.iterations < 1:
         parser.error("--iterations must be positive")
     if not args.seconds > 0:
@@ -162,7 +156,7 @@ def train_fresh(problem, variant: Variant, seed: int, path: Path, args, options:
     return rlto.train(problem, variant.algo, seed=seed, seconds=args.seconds_budget,
                       iterations=iterations or args.iterations, out=path,
                       test_size=args.test_size, progress=False, select_best=args.select_best,
-                      fall_back=args.fall_back, **options)
+                      **options)
 
 
 def warm_start_summary(study: Mapping[str, Any]) -> dict[str, Any]:
@@ -366,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seeds": args.seeds, "seconds": args.seconds_budget, "iterations": args.iterations,
             "test_size": args.test_size, "common_options": args.common, "warmup": args.warmup,
             "quick": args.quick, "thresholds_percent": list(THRESHOLDS), "out": str(out),
-            "select_best": args.select_best, "fall_back": args.fall_back,
+            "select_best": args.select_best,
         },
         "machine": machine(),
         "variants": {},

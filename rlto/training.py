@@ -56,16 +56,11 @@ class Selection(NamedTuple):
     sim_calls: np.ndarray  # () int64: simulator calls spent on validation rollouts so far
 
 
-def check_select_best(select_best: int, fall_back: float | None = None) -> None:
-    """Raise a ProblemError unless select_best is a usable number of validation draws and
-    fall_back (None: off) a non-negative margin used together with it."""
+def check_select_best(select_best: int) -> None:
+    """Raise a ProblemError unless select_best is a usable number of validation draws."""
     if int(select_best) < 0:
         raise ProblemError(f"select_best must be a non-negative number of validation draws "
                            f"(0: deploy the latest iterate), got {select_best}.")
-    if fall_back is not None and not (float(fall_back) >= 0 and int(select_best) > 0):
-        raise ProblemError(f"fall_back must be a non-negative margin and needs select_best > 0 "
-                           f"(the validation draws it compares on); got fall_back={fall_back} "
-                           f"with select_best={select_best}.")
 
 
 def validation_params(problem: Problem, seed: int, size: int) -> dict:
@@ -92,16 +87,6 @@ def select(problem: Problem, selection: Selection, policy: Policy, iteration: in
     if cost < float(selection.cost):
         return Selection(policy, np.float64(cost), np.int64(iteration), calls), cost
     return selection._replace(sim_calls=calls), cost
-
-
-def falls_back(selection: Selection, cost: float, margin: float | None) -> bool:
-    """Whether training goes on from the selected policy instead of the latest iterate, whose
-    validation cost is `cost`: where it exceeds the selected one's by more than the fraction
-    `margin` of its magnitude (None: never; a diverged iterate, cost inf, always)."""
-    if margin is None or int(selection.iteration) == 0:
-        return False
-    best = float(selection.cost)
-    return not cost <= best + float(margin) * abs(best)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +150,6 @@ def train(
     test_size: int = 100,
     progress: bool = True,
     select_best: int = 0,
-    fall_back: float | None = None,
     **options,
 ) -> TrainResult:
     """Train a policy on `problem` with algorithm `algo` until `seconds` of training wall time,
@@ -176,22 +160,13 @@ def train(
     select_best: V > 0 deploys (returns, saves, evaluates) the iterate with the lowest mean
     closed-loop cost on V validation draws, scored after every iteration (V T simulator calls
     each, counted in sim_calls, and timed in the training wall seconds); 0 deploys the latest.
-    fall_back: with select_best, a margin m >= 0: an iterate whose validation cost exceeds the
-    selected one's by more than m times its magnitude is dropped, and the next iteration starts
-    from the selected policy (the algorithm's data, optimizer and other state go on as they
-    are): a fit that knocked the policy off a swing-up does not become the next warm start.
-    None: train on from the latest iterate.
     A run directory that already has a checkpoint is resumed from it (same config required).
     """
     if seconds is None and iterations is None and max_sim_calls is None:
         raise ProblemError("train needs a budget: seconds=..., iterations=... or "
                            "max_sim_calls=... (any combination).")
-    check_select_best(select_best, fall_back)
+    check_select_best(select_best)
     module, config = algorithm_config(algo, options)
-    if fall_back is not None and hasattr(module, "attach"):
-        raise ProblemError(f"fall_back needs an algorithm whose next iteration starts from "
-                           f"state.policy; {algo!r} keeps its model in its own files. Leave "
-                           "fall_back out for it.")
     run = RunDir(out, columns=METRIC_COLUMNS + (SELECTION_COLUMNS if select_best else ()))
     resolved = {
         "problem": problem.name,
@@ -203,8 +178,6 @@ def train(
     }
     if select_best:  # only then: the configs of earlier runs stay resumable
         resolved["select_best"] = int(select_best)
-    if fall_back is not None:
-        resolved["fall_back"] = float(fall_back)
     if os.path.exists(run.config_path) and run.checkpoint_info() is not None:
         previous = with_later_defaults(run.read_config(), config)
         if previous != as_written(resolved):
@@ -242,23 +215,17 @@ def train(
         ):
             start = time.perf_counter()
             state, info = module.step(problem, config, state)
-            latest_policy, dropped = state.policy, False
             if selection is not None:
                 selection, cost = select(problem, selection, state.policy,
                                          int(state.iteration), validation)
-                dropped = falls_back(selection, cost, fall_back)
-                if dropped:
-                    state = state._replace(policy=selection.policy)
             wall += time.perf_counter() - start
             report = evaluate(problem, _deployed(state, selection), test, optimum=optimum)
             if selection is not None:
                 latest = report if int(selection.iteration) == int(state.iteration) else (
-                    evaluate(problem, latest_policy, test, optimum=optimum))
+                    evaluate(problem, state.policy, test, optimum=optimum))
                 info = {**info, "validation_cost": cost,
                         "selected_iteration": int(selection.iteration),
                         "latest_test_gap": latest.gap_percent}
-                if fall_back is not None:
-                    info["fell_back"] = int(dropped)
             row = {
                 "iteration": int(state.iteration),
                 "sim_calls": _sim_calls(state, selection),

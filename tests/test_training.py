@@ -466,43 +466,6 @@ def test_select_best_deploys_the_iterate_cheapest_on_the_validation_draws(lqr, t
         rlto.train(lqr, algo="pddp", iterations=1, out=tmp_path / "bad", select_best=-1)
 
 
-def test_fall_back_starts_the_next_iteration_from_the_selected_policy(lqr, tmp_path,
-                                                                     monkeypatch):
-    """fall_back=m: after an iterate whose validation cost exceeds the selected one's by more
-    than m |cost|, the next iteration receives the selected policy (its validation cost is the
-    lowest so far), after any other iterate that iterate itself; the logged fell_back flags
-    are exactly those iterates. Checked by recording the policy each step receives."""
-    from rlto.training import Selection, falls_back, validation_cost, validation_params
-
-    received = []
-    original = pddp.step
-
-    def recording_step(problem, config, state):
-        received.append(state.policy)
-        return original(problem, config, state)
-
-    monkeypatch.setattr(pddp, "step", recording_step)
-    noisy = {**TINY, "learning_rate": 0.1}  # a large step: some iterates come out worse
-    rlto.train(lqr, algo="pddp", seed=3, iterations=6, out=tmp_path, test_size=8,
-               progress=False, select_best=16, fall_back=0.0, **noisy)
-    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
-    costs = [float(r["validation_cost"]) for r in rows]
-    dropped = [int(r["fell_back"]) for r in rows]
-    assert dropped == [0] + [int(costs[k] > min(costs[:k])) for k in range(1, len(costs))]
-    assert 0 < sum(dropped) < len(dropped) - 1
-    validation = validation_params(lqr, 3, 16)
-    for k in range(1, len(rows)):
-        expected = min(costs[:k]) if dropped[k - 1] else costs[k - 1]
-        assert validation_cost(lqr, received[k], validation) == pytest.approx(expected,
-                                                                             rel=1e-12)
-    best = Selection(None, np.float64(-10.0), np.int64(2), np.int64(0))
-    assert not falls_back(best, -9.5, 0.1) and falls_back(best, -8.5, 0.1)
-    assert falls_back(best, float("inf"), 0.1) and not falls_back(best, 1e9, None)
-    assert not falls_back(best._replace(iteration=np.int64(0)), 1e9, 0.0)
-    with pytest.raises(ProblemError, match="fall_back"):
-        rlto.train(lqr, algo="pddp", iterations=1, out=tmp_path / "bad", fall_back=0.1)
-
-
 def test_resume_with_select_best_gives_identical_numbers(lqr, assert_resume_is_exact):
     run = assert_resume_is_exact(lqr, "pddp", 3, ("sim_calls", "test_gap", "validation_cost",
                                                   "selected_iteration"),
