@@ -35,6 +35,7 @@ import numpy as np
 from rlto.nets import at_step
 from rlto.problem import Problem, ProblemError
 from rlto.solver import Result, solve
+from rlto.solver.ddp import default_controls
 
 TEST_SEED = 2_000_003
 """Seed of every test set: `problem.sample(jax.random.key(TEST_SEED), m)`.
@@ -321,7 +322,8 @@ def optimum_solutions(
     First time for (problem, params): rlto.solve from zero controls (or the problem's
     initial_controls), from `n_random` random control sequences within the bounds (seeded by
     `seed`), from every init in `extra_inits` (controls us (n, T, nu) or a pair (xs, us), e.g. a
-    policy rollout) and from the problem's heuristic_controls, if any; then up to `sweeps`
+    policy rollout), from the problem's heuristic_controls and its goal guess (`goal_guess`),
+    where it has them; then up to `sweeps`
     passes of neighbour restarts (`neighbour_restarts`): each instance solved again from the
     closed-loop rollout, from its own x0, of the local controllers of its `neighbours` nearest
     instances' best solutions, until a pass improves none. On `pendulum`'s test set zero and
@@ -357,6 +359,8 @@ def optimum_solutions(
         inits = [None, *randoms, *inits]
         if problem.heuristic_controls is not None:
             inits.append(np.asarray(_heuristic_batch(problem, params)))
+        if problem.goal_state is not None:
+            inits.append(goal_guess(problem, params))
         entry = {
             "cost": np.full(n, np.inf),
             "us": np.zeros((n, problem.horizon, problem.nu)),
@@ -409,6 +413,31 @@ def optimum_solutions(
                 entry[name] = np.where(_rows(keep, entry[name]), latest[name], entry[name])
         _save_entry(path, {k: entry[k] for k in ("cost", "us", "violation")})
     return entry["cost"].copy(), entry["us"].copy()
+
+
+def goal_guess(problem: Problem, params) -> tuple[np.ndarray, np.ndarray]:
+    """The goal guess warm start of n instances: states (n, T+1, nx), x0 then every knot at
+    the instance's goal state problem.goal_state(params), and the default controls (n, T, nu)
+    (zero, or the problem's initial_controls). An infeasible guess: the solver closes its gaps
+    (multiple shooting) while it linearises around the goal, where a rollout of zero controls
+    falls away from it. On `double_pendulum`'s test set, 200 DDP iterations from it reach a mean
+    cost of 12.2 where zero controls reach 29.6 (J* 7.48), and lower J* on 11% of the instances.
+    Raises ProblemError for a problem without goal_state."""
+    if problem.goal_state is None:
+        raise ProblemError(f"problem {problem.name!r} has no goal_state, so it has no goal "
+                           "guess; give its Problem a goal_state(params) -> x* (nx,).")
+    n = problem.check_params(params)
+    params = _as_params(problem, params)
+    goal = np.asarray(_goal_batch(problem, params), dtype=np.float64)
+    xs = np.repeat(goal[:, None], problem.horizon + 1, axis=1)
+    xs[:, 0] = np.asarray(params["x0"])
+    return xs, np.asarray(default_controls(problem, params, n))
+
+
+@eqx.filter_jit
+def _goal_batch(problem: Problem, params) -> jax.Array:
+    """problem.goal_state for each instance: -> (n, nx)."""
+    return jax.vmap(problem.goal_state)(params)
 
 
 @eqx.filter_jit

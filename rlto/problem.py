@@ -91,6 +91,12 @@ class Problem:
     """u_h(params) -> (T, nu): the controls of a hand-made controller (pendulum: energy pumping,
     then a catch at the top), one more start for J* (`rlto.evaluate.optimum_costs`) and nothing
     else: no algorithm sees it. None: no such start."""
+    goal_state: Callable[[dict], jax.Array] | None = None
+    """x*(params) -> (nx,): the state the task ends in, for its instance (angles the nearest
+    equivalent of the goal to x0's, so that the shortest way round is the guess). Used for the
+    goal guess warm start (`rlto.evaluate.goal_guess`: x0, then every state at x*, a
+    multiple-shooting start whose gaps the solver closes). None: the problem has no such
+    state (e.g. ur5, whose goal is a position in task space)."""
     dynamics_jacobians: Callable[..., tuple] | None = None
     """(x (nx,), u (nu,), t (), params) -> (f (nx,), df/dx (nx, nx), df/du (nx, nu)): the
     dynamics with its Jacobians in closed form, where that is cheaper than forward-mode autodiff
@@ -215,6 +221,12 @@ def value_and_jacobians(f: Callable, x: jax.Array, u: jax.Array):
     return y, J[:, :nx], J[:, nx:]
 
 
+def nearest_turn(goal: jax.Array, angle: jax.Array) -> jax.Array:
+    """The angle equivalent to `goal` (mod 2 pi) nearest to `angle`: angle + the goal's offset
+    from it wrapped to [-pi, pi). Elementwise."""
+    return angle + jnp.mod(goal - angle + jnp.pi, 2 * jnp.pi) - jnp.pi
+
+
 def _bound_array(value, nu: int, name: str) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim == 0:
@@ -299,6 +311,8 @@ def _validate(p: Problem) -> None:
         if controls is not None:
             checks.append((f"{name}(params)", functools.partial(controls, params),
                            (p.horizon, p.nu)))
+    if p.goal_state is not None:
+        checks.append(("goal_state(params)", functools.partial(p.goal_state, params), (p.nx,)))
     for what, call, expected in checks:
         try:
             # Compiled: eager op-by-op evaluation of autodiff-built dynamics takes seconds.

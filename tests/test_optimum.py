@@ -1,5 +1,6 @@
-"""J*'s search beyond the first starts (rlto.evaluate.optimum_costs): neighbour restarts and a
-problem's heuristic controls, on `pendulum`, where DDP from zero controls ends in local optima.
+"""J*'s search beyond the first starts (rlto.evaluate.optimum_costs): neighbour restarts, a
+problem's heuristic controls and its goal guess, on `pendulum`, where DDP from zero controls
+ends in local optima.
 
 Oracles: a PD law that catches the pendulum at the top costs less than 1e-3 from a state just
 past upright, so J* there must be at most that; DDP from zero controls stops at 2.53."""
@@ -41,7 +42,7 @@ def pd_catch_cost(problem, x0):
 
 
 def test_neighbour_restarts_carry_a_catch_to_the_dropped_state(pendulum):
-    plain = dataclasses.replace(pendulum, heuristic_controls=None)
+    plain = dataclasses.replace(pendulum, heuristic_controls=None, goal_state=None)
     params = {"x0": np.array([CAUGHT, DROPPED])}
     first = evaluate_module.optimum_costs(plain, params, cache_dir="", n_random=0, sweeps=0)
     oracle = pd_catch_cost(pendulum, np.array(DROPPED))
@@ -86,8 +87,11 @@ def test_heuristic_controls_start_j_star(pendulum, monkeypatch):
     optimum = evaluate_module.optimum_costs(pendulum, params, cache_dir="", n_random=0, sweeps=0)
     heuristic = np.stack([energy_pumping_controls(jnp.asarray(x), pendulum.config)
                           for x in params["x0"]])
-    assert len(starts) == 2 and starts[0] is None
+    assert len(starts) == 3 and starts[0] is None
     np.testing.assert_allclose(starts[1], heuristic, atol=1e-12)
+    guess = evaluate_module.goal_guess(pendulum, params)  # the last start (goal_state)
+    for got, expected in zip(starts[2], guess, strict=True):
+        np.testing.assert_array_equal(got, expected)
     xs = jax.vmap(pendulum.rollout)(jnp.asarray(heuristic), {"x0": jnp.asarray(params["x0"])})
     own = jax.vmap(pendulum.trajectory_cost)(xs, jnp.asarray(heuristic),
                                              {"x0": jnp.asarray(params["x0"])})
@@ -120,3 +124,41 @@ def test_training_to_step_takes_neighbour_restarts(pendulum):
     assert calls > first_calls + 2 * pendulum.horizon
     with pytest.raises(ProblemError, match="neighbour_restarts must be"):
         LearningConfig(neighbour_restarts=-1)
+
+
+def test_nearest_turn_is_the_goal_angle_nearest_to_the_given_one():
+    from rlto.problem import nearest_turn
+
+    got = np.asarray(nearest_turn(jnp.pi, jnp.array([0.1, -0.1, 7.0, -9.5])))
+    np.testing.assert_allclose(got, [np.pi, -np.pi, 3 * np.pi, -3 * np.pi], atol=1e-12)
+    np.testing.assert_allclose(np.asarray(nearest_turn(0.0, 6.0)), 2 * np.pi, atol=1e-12)
+
+
+def test_goal_guess_catches_the_state_that_zero_controls_drop(pendulum):
+    """The goal guess (x0, then every knot at the nearest upright state at rest) on the
+    pendulum: its goal is at the task's target in task space, half a turn at most from x0; TO
+    from it catches DROPPED (cost at most the PD catch's, gaps closed) where DDP from zero
+    controls lets it fall, and PDDP's TO step with it keeps each instance's lower cost."""
+    from rlto.algorithms.common import LearningConfig, closed_gaps_only, solve_from_each
+
+    params = {"x0": jnp.asarray([CAUGHT, DROPPED])}
+    xs, us = evaluate_module.goal_guess(pendulum, params)
+    assert xs.shape == (2, pendulum.horizon + 1, 2) and us.shape == (2, pendulum.horizon, 1)
+    np.testing.assert_array_equal(xs[:, 0], np.asarray(params["x0"]))
+    assert np.all(xs[:, 1:] == xs[:, 1:2]) and np.all(xs[:, 1:, 1] == 0.0) and np.all(us == 0)
+    assert np.all(np.abs(xs[:, 1, 0] - xs[:, 0, 0]) <= np.pi)
+    for x in xs[:, 1]:
+        np.testing.assert_allclose(pendulum.position(x, {}), pendulum.target({}), atol=1e-12)
+    config = LearningConfig(to_max_iter=100)
+    from_zero, _, _ = solve_from_each(pendulum, params, [None], config)
+    from_goal, _, _ = solve_from_each(pendulum, params, [(xs, us)], config)
+    both, _, _ = solve_from_each(pendulum, params, [None, (xs, us)], config)
+    assert from_zero.cost[1] > 2.0
+    assert from_goal.gap[1] <= 1e-6
+    assert from_goal.cost[1] <= pd_catch_cost(pendulum, np.array(DROPPED))
+    np.testing.assert_allclose(both.cost, np.minimum(from_zero.cost, from_goal.cost), rtol=1e-12)
+    # A solve that stopped with its gaps open is no trajectory: it never wins.
+    opened = dataclasses.replace(from_goal, gap=np.array([0.0, 0.5]))
+    assert np.array_equal(np.isinf(closed_gaps_only(opened).cost), [False, True])
+    with pytest.raises(ProblemError, match="goal_state"):
+        evaluate_module.goal_guess(rlto.make("lqr"), {"x0": np.zeros((1, 4))})

@@ -422,10 +422,25 @@ def finite_warm_start(xs: np.ndarray, us: np.ndarray) -> np.ndarray:
     return np.where(diverged[:, None, None], 0.0, us)
 
 
+GAP_TOL = 1e-6
+"""Largest dynamics defect of a solve that counts as a trajectory (`closed_gaps_only`)."""
+
+
+def closed_gaps_only(result: Result) -> Result:
+    """result with cost inf where its dynamics defects exceed GAP_TOL."""
+    open_gaps = ~(np.asarray(result.gap) <= GAP_TOL)
+    if not open_gaps.any():
+        return result
+    return dataclasses.replace(result, cost=np.where(open_gaps, np.inf, np.asarray(result.cost)))
+
+
 def solve_from_each(problem: Problem, params, inits: list, config: LearningConfig,
                     margin: float = 0.0) -> tuple[Result, int, int]:
-    """The TO step from several warm starts (controls (n, T, nu) or None for zeros), keeping
-    each instance's lower cost (`lower_cost`, in the order given).
+    """The TO step from several warm starts (controls (n, T, nu), None for the default start,
+    or a pair (xs, us) such as the goal guess), keeping each instance's lower cost
+    (`lower_cost`, in the order given). A solve from an infeasible pair that stopped with its
+    gaps still open (`GAP_TOL`) counts as infinitely costly: its cost is not that of a
+    trajectory, and its controls do not reach its states.
 
     Then `config.neighbour_restarts` more solves, from the neighbours' local controllers.
     Returns (result, simulator calls, TO iterations), the counts summed over every solve (and
@@ -436,7 +451,7 @@ def solve_from_each(problem: Problem, params, inits: list, config: LearningConfi
         return rlto.solve(solved, params, init=init, max_iter=config.to_max_iter,
                           tol=config.to_tol)
 
-    results = [solve(init) for init in inits]
+    results = [closed_gaps_only(solve(init)) for init in inits]
     calls = sum(int(r.sim_calls.sum()) for r in results)
     iterations = sum(int(r.iterations.sum()) for r in results)
     best = lower_cost(results, margin)

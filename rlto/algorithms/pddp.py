@@ -56,7 +56,7 @@ from rlto.algorithms.common import (
     supervised_rows,
     usable_solves,
 )
-from rlto.evaluate import policy_rollout
+from rlto.evaluate import goal_guess, policy_rollout
 from rlto.nets import Policy, set_normalization, trainable, with_steps
 from rlto.problem import Problem, ProblemError
 
@@ -74,6 +74,14 @@ class PddpConfig(LearningConfig):
     start: zero controls, or its Problem.initial_controls), or "best":
     solve from both and keep each instance's lower cost (twice the TO work; escapes the local
     minima a poor policy leads TO into, e.g. the pendulum's extra swings)."""
+    goal_guess: bool = False
+    """Also solve each instance from the goal guess (`rlto.evaluate.goal_guess`: x0, then every
+    state at the problem's goal_state, a multiple-shooting start) and keep the lowest cost of
+    all warm starts (the first start wins near-ties, see lower_cost). Needs a problem with a
+    goal_state. False: Alg. 1's starts alone. Where the rollout of zero controls or of a poor
+    policy falls away from the goal (the double pendulum), DDP from it ends in costly local
+    minima: on that problem's test set 29.6 on average from zero controls and 12.2 from the
+    goal guess, against J* 7.48."""
     aggregate: int = 1
     """Iterations of TO data the supervised step fits (a ring buffer, as DAgger aggregates): 1 is
     Alg. 1 (this iteration's solves only). More smooths the regression target between
@@ -242,6 +250,8 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
         rollout_calls += config.n_problems * problem.horizon
     if config.warm_start in ("policy", "best"):
         inits = [policy_us] if config.warm_start == "policy" else [policy_us, None]
+    if config.goal_guess:
+        inits = [*inits, goal_guess(problem, params)]
     result, to_calls, to_iterations = solve_from_each(problem, params, inits, config,
                                                        margin=BEST_MARGIN)
     policy = state.policy

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlto.problem import Problem, register
+from rlto.problem import Problem, nearest_turn, register
 from rlto.problems import resolve_config
 
 
@@ -230,6 +230,12 @@ def chain_of(config: DoublePendulumConfig) -> PlanarChain:
     )
 
 
+def upright_state(x0: jax.Array) -> jax.Array:
+    """The upright state at rest nearest to x0 (4,): q = (pi, 0) up to whole turns, v = 0."""
+    q = nearest_turn(jnp.array([jnp.pi, 0.0]), x0[:2])
+    return jnp.concatenate([q, jnp.zeros_like(x0[2:])])
+
+
 def make_double_pendulum(config: DoublePendulumConfig = DoublePendulumConfig(), **overrides):
     """The double pendulum swing-up; overrides replace config fields."""
     config = resolve_config("double_pendulum", config, overrides)
@@ -289,6 +295,7 @@ def make_double_pendulum(config: DoublePendulumConfig = DoublePendulumConfig(), 
         position=lambda x, params: tip(x),
         target=lambda params: target,
         angles=(0, 1),
+        goal_state=lambda params: upright_state(params["x0"]),
         config=c,
     )
 

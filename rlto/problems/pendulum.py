@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlto.problem import Problem, register
+from rlto.problem import Problem, nearest_turn, register
 from rlto.problems import resolve_config
 
 
@@ -164,6 +164,8 @@ def make_pendulum(config: PendulumConfig = PendulumConfig(), **overrides) -> Pro
         target=lambda params: upright(c),
         angles=(0,),
         heuristic_controls=lambda params: energy_pumping_controls(params["x0"], c),
+        goal_state=lambda params: jnp.stack([nearest_turn(jnp.pi, params["x0"][0]),
+                                             jnp.zeros_like(params["x0"][1])]),
         config=c,
     )
 
