@@ -244,6 +244,28 @@ def test_goal_guess_is_one_more_start_of_the_to_step(lqr, monkeypatch):
         pddp.step(lqr, config, pddp.init(lqr, config, jax.random.key(18)))
 
 
+def test_first_epochs_lengthen_only_the_first_fit(lqr):
+    """first_epochs=E: the first iteration takes E epochs of Adam steps (E times one epoch's
+    mini-batches), every later one `epochs`; counted by Adam's own step counter."""
+
+    def adam_steps(state):
+        counts = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state.opt_state)
+                  if "count" in jax.tree_util.keystr(path)]
+        return int(np.max(np.asarray(counts[0])))
+
+    steps = {}
+    for first in (0, 3):
+        config = pddp.PddpConfig(**{**TINY, "epochs": 1, "first_epochs": first})
+        one, _ = pddp.step(lqr, config, pddp.init(lqr, config, jax.random.key(19)))
+        two, _ = pddp.step(lqr, config, one)
+        steps[first] = (adam_steps(one), adam_steps(two))
+    per_epoch = steps[0][0]
+    assert per_epoch > 0 and steps[0][1] == 2 * per_epoch
+    assert steps[3] == (3 * per_epoch, 4 * per_epoch)
+    with pytest.raises(ProblemError, match="first_epochs"):
+        pddp.PddpConfig(first_epochs=-1)
+
+
 def test_hard_problems_are_the_costliest_rollouts_of_the_pool(lqr):
     config = pddp.PddpConfig(**{**TINY, "hard_problems": 3, "hard_pool": 16})
     policy = pddp.init(lqr, config, jax.random.key(8)).policy
