@@ -266,3 +266,38 @@ def test_init_solve_starts_admm_from_to_solutions(lqr):
     assert np.all(solved <= rollout + 1e-9) and solved.mean() < 0.5 * rollout.mean()
     assert int(states["solve"].sim_calls) > int(states["rollout"].sim_calls)
     assert int(states["solve"].to_iterations) > 0 == int(states["rollout"].to_iterations)
+
+
+def test_goal_guess_is_one_more_start_of_the_first_oc_iterate(lqr, monkeypatch):
+    """goal_guess=True: the first OC iterate is solved from the rollout, zero controls and the
+    goal guess, and each instance keeps the lowest cost of the three (never above the two-start
+    iterate's); refused with init="rollout" and on a problem without goal_state."""
+    from rlto.evaluate import goal_guess
+
+    pendulum = rlto.make("pendulum")
+    seen = []
+    original = plal.solve_from_each
+
+    def recording(problem, params, inits, config, margin=0.0):
+        seen.append((params, inits))
+        return original(problem, params, inits, config, margin)
+
+    monkeypatch.setattr(plal, "solve_from_each", recording)
+    key = jax.random.key(5)
+    states = {guess: plal.init(pendulum, plal.PlalConfig(**TINY, goal_guess=guess), key)
+              for guess in (False, True)}
+    params, inits = seen[1]
+    assert len(seen[0][1]) == 2 and len(inits) == 3 and inits[1] is None
+    for got, expected in zip(inits[2], goal_guess(pendulum, params), strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+    def costs(state):
+        return np.array([float(pendulum.trajectory_cost(
+            state.xs[i], state.us[i], {k: v[i] for k, v in state.params.items()}))
+            for i in range(TINY["n_problems"])])
+
+    assert np.all(costs(states[True]) <= costs(states[False]) + 1e-9)
+    with pytest.raises(ProblemError, match="init=\"solve\""):
+        plal.PlalConfig(goal_guess=True, init="rollout", mu_scale="absolute")
+    with pytest.raises(ProblemError, match="goal_state"):
+        plal.init(lqr, plal.PlalConfig(**TINY, goal_guess=True), key)

@@ -46,7 +46,7 @@ from rlto.algorithms.common import (
     usable_solves,
     with_penalty_params,
 )
-from rlto.evaluate import policy_rollout
+from rlto.evaluate import goal_guess, policy_rollout
 from rlto.nets import (
     Policy,
     apply_policy,
@@ -105,6 +105,13 @@ class PlalConfig(LearningConfig):
     """First OC iterate (x, u): "rollout" of the initial policy, or "solve": the OCP solved
     without the consensus term from the better of that rollout and zero controls, so that ADMM
     starts from TO solutions rather than from a random network's behaviour."""
+    goal_guess: bool = False
+    """init="solve" also solves each instance from the goal guess (`rlto.evaluate.goal_guess`:
+    x0, then every state at the problem's goal_state) and keeps the lowest cost of the three
+    starts; refreshed instances enter the same way. Needs init="solve" and a problem with a
+    goal_state. Where the rollouts of zero controls and of a random network fall away from the
+    goal (the double pendulum), DDP from them ends in costly local minima that ADMM then
+    holds the policy to."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -117,6 +124,9 @@ class PlalConfig(LearningConfig):
             raise ProblemError('mu_scale="curvature" takes the curvature from the first TO '
                                'solution: use init="solve" (the default), or mu_scale='
                                '"absolute" with init="rollout".')
+        if self.goal_guess and self.init != "solve":
+            raise ProblemError('goal_guess adds a start to the first TO solve: it needs '
+                               'init="solve" (the default).')
         if not 0 <= int(self.refresh) < self.n_problems:
             raise ProblemError(f"refresh must be in [0, n_problems), got {self.refresh} with "
                                f"n_problems={self.n_problems}.")
@@ -194,8 +204,9 @@ def multiple_shooting_penalty(x, u, t, params, shared):
 
 def first_iterate(problem: Problem, policy: Policy, params: dict, config: PlalConfig):
     """The OC iterate an instance enters ADMM with: the policy's rollout, or (config.init =
-    "solve") the TO solution from the better of that rollout and the problem's default start
-    (zero controls, or its initial_controls); and its initial penalty.
+    "solve") the TO solution from the best of that rollout, the problem's default start (zero
+    controls, or its initial_controls) and, with config.goal_guess, the goal guess; and its
+    initial penalty.
 
     params: n instances. Returns xs (n, T+1, nx), us (n, T, nu), mu (n,), simulator calls,
     TO iterations.
@@ -207,7 +218,8 @@ def first_iterate(problem: Problem, policy: Policy, params: dict, config: PlalCo
     sim_calls, to_iterations = us.shape[0] * problem.horizon, 0  # the warm-start rollout
     mu = np.full(us.shape[0], config.mu)
     if config.init == "solve":
-        best, calls, iterations = solve_from_each(problem, params, [us, None], config)
+        starts = [us, None, goal_guess(problem, params)] if config.goal_guess else [us, None]
+        best, calls, iterations = solve_from_each(problem, params, starts, config)
         usable = usable_solves(best)
         xs = np.where(usable[:, None, None], best.xs, xs)
         us = np.where(usable[:, None, None], best.us, us)
