@@ -20,7 +20,6 @@ from rlto.algorithms.common import (
     closed_loop_step,
     compiled_sampler,
     control_authority,
-    fit_policy,
     lower_cost,
 )
 from rlto.evaluate import as_dtype, closed_loop_cost, policy_rollout
@@ -249,66 +248,22 @@ def test_first_epochs_lengthen_only_the_first_fit(lqr):
     """first_epochs=E: the first iteration takes E epochs of Adam steps (E times one epoch's
     mini-batches), every later one `epochs`; counted by Adam's own step counter."""
 
+    def adam_steps(state):
+        counts = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state.opt_state)
+                  if "count" in jax.tree_util.keystr(path)]
+        return int(np.max(np.asarray(counts[0])))
+
     steps = {}
     for first in (0, 3):
         config = pddp.PddpConfig(**{**TINY, "epochs": 1, "first_epochs": first})
         one, _ = pddp.step(lqr, config, pddp.init(lqr, config, jax.random.key(19)))
         two, _ = pddp.step(lqr, config, one)
-        steps[first] = (_adam_steps(one.opt_state), _adam_steps(two.opt_state))
+        steps[first] = (adam_steps(one), adam_steps(two))
     per_epoch = steps[0][0]
     assert per_epoch > 0 and steps[0][1] == 2 * per_epoch
     assert steps[3] == (3 * per_epoch, 4 * per_epoch)
     with pytest.raises(ProblemError, match="first_epochs"):
         pddp.PddpConfig(first_epochs=-1)
-
-
-def _adam_steps(opt_state) -> int:
-    counts = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(opt_state)
-              if "count" in jax.tree_util.keystr(path)]
-    return int(np.max(np.asarray(counts[0])))
-
-
-def test_fit_over_filled_rows_ignores_the_rest(lqr):
-    """fit_policy(filled=k) on k rows of data and k rows of garbage (weight 1) equals the fit
-    on the k rows alone when one mini-batch holds them (its mean gradient does not depend on
-    the order): same weights, same Adam step count; without `filled` the garbage moves it."""
-    config = pddp.PddpConfig(**{**TINY, "epochs": 3, "batch_size": 40})
-    state, _ = pddp.step(lqr, config, pddp.init(lqr, config, jax.random.key(20)))
-    k = 40  # of the 160 rows of TO data one step leaves
-    real = jax.tree.map(lambda a: a[:k], state.data)
-    garbage = jax.tree.map(lambda a: jnp.full_like(a, 50.0), real)
-    both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), real, garbage)
-    key = jax.random.key(21)
-    alone, alone_opt, _ = fit_policy(state.policy, state.opt_state, real, key,
-                                     pddp.supervised_loss, config)
-    filled, filled_opt, _ = fit_policy(state.policy, state.opt_state, both, key,
-                                       pddp.supervised_loss, config, jnp.asarray(k))
-    unfilled, _, _ = fit_policy(state.policy, state.opt_state, both, key,
-                                pddp.supervised_loss, config)
-    before = _adam_steps(state.opt_state)
-    assert _adam_steps(alone_opt) == _adam_steps(filled_opt) == before + 3
-    leaves = {name: jax.tree.leaves(eqx.filter(policy, eqx.is_inexact_array))
-              for name, policy in (("alone", alone), ("filled", filled), ("unfilled", unfilled))}
-    for a, b in zip(leaves["alone"], leaves["filled"], strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-5)  # float32 sums, other order
-    moved = [float(jnp.max(jnp.abs(a - c)))
-             for a, c in zip(leaves["alone"], leaves["unfilled"], strict=True)]
-    assert max(moved) > 1e-3
-
-
-def test_aggregate_buffer_fits_its_filled_slots_alone(lqr):
-    """aggregate=3: iterations 1, 2, 3, 4 take 1, 2, 3, 3 times one slot's Adam steps (a slot,
-    8 problems x 20 steps, is 5 mini-batches of 32)."""
-    config = pddp.PddpConfig(**{**TINY, "epochs": 1, "aggregate": 3, "batch_size": 32})
-    state = pddp.init(lqr, config, jax.random.key(22))
-    counts = []
-    for _ in range(4):
-        state, _ = pddp.step(lqr, config, state)
-        counts.append(_adam_steps(state.opt_state))
-    per_slot = counts[0]
-    assert per_slot == 5
-    assert np.diff([0, *counts]).tolist() == [per_slot, 2 * per_slot, 3 * per_slot,
-                                              3 * per_slot]
 
 
 def test_hard_problems_are_the_costliest_rollouts_of_the_pool(lqr):

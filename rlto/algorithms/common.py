@@ -117,17 +117,12 @@ class LearningConfig:
 
 
 @eqx.filter_jit
-def fit_policy(policy: Policy, opt_state, data: dict, key: jax.Array, loss_fn: Callable, config,
-               filled: jax.Array | None = None):
+def fit_policy(policy: Policy, opt_state, data: dict, key: jax.Array, loss_fn: Callable, config):
     """`config.epochs` of shuffled Adam mini-batches of `config.batch_size` over data.
 
     data: dict of arrays with leading dimension m (nested dicts allowed).
     loss_fn(policy, batch, key, config) -> (scalar, tuple of scalar parts); a module-level
     function, so that it is static and hashable (no recompilation between iterations).
-    filled: () int array, optional: only the first `filled` rows hold data (a ring buffer not
-    yet full); each epoch then shuffles those alone and takes max(1, filled // batch_size)
-    mini-batches, skipping the rest of the scan, so the empty rows cost neither time nor Adam
-    steps. A traced value: one compilation serves every fill level.
     Returns the policy, optimizer state and the last epoch's mean parts (array).
     """
     optimizer = policy_optimizer(config)
@@ -135,40 +130,24 @@ def fit_policy(policy: Policy, opt_state, data: dict, key: jax.Array, loss_fn: C
     m = jax.tree.leaves(data)[0].shape[0]
     size = min(config.batch_size, m)
     batches = max(1, m // size)
-    used = batches if filled is None else jnp.clip(jnp.asarray(filled) // size, 1, batches)
 
     def minibatch(carry, inputs):
         weights, opt_state = carry
-        index, step_key, number = inputs
+        index, step_key = inputs
         batch = jax.tree.map(lambda a: a[index], data)
 
         def loss(w):
             return loss_fn(eqx.combine(w, frozen), batch, step_key, config)
 
-        def adam_step(carry):
-            weights, opt_state = carry
-            (_, parts), grads = jax.value_and_grad(loss, has_aux=True)(weights)
-            updates, opt_state = optimizer.update(grads, opt_state, weights)
-            return (optax.apply_updates(weights, updates), opt_state), jnp.stack(parts)
-
-        if filled is None:
-            return adam_step((weights, opt_state))
-        parts_shape = jax.eval_shape(adam_step, (weights, opt_state))[1]
-        return jax.lax.cond(number < used, adam_step,
-                            lambda carry: (carry, jnp.zeros(parts_shape.shape, parts_shape.dtype)),
-                            (weights, opt_state))
+        (_, parts), grads = jax.value_and_grad(loss, has_aux=True)(weights)
+        updates, opt_state = optimizer.update(grads, opt_state, weights)
+        return (optax.apply_updates(weights, updates), opt_state), jnp.stack(parts)
 
     def epoch(carry, epoch_key):
         order_key, step_key = jax.random.split(epoch_key)
-        if filled is None:
-            order = jax.random.permutation(order_key, m)
-        else:  # a random order of the filled rows, then the empty ones (never reached)
-            empty = jnp.arange(m) >= filled
-            order = jnp.argsort(jax.random.uniform(order_key, (m,)) + 2.0 * empty)
-        order = order[: batches * size].reshape(batches, size)
-        carry, parts = jax.lax.scan(
-            minibatch, carry, (order, jax.random.split(step_key, batches), jnp.arange(batches)))
-        return carry, parts.sum(axis=0) / used
+        order = jax.random.permutation(order_key, m)[: batches * size].reshape(batches, size)
+        carry, parts = jax.lax.scan(minibatch, carry, (order, jax.random.split(step_key, batches)))
+        return carry, parts.mean(axis=0)
 
     (weights, opt_state), parts = jax.lax.scan(
         epoch, (weights, opt_state), jax.random.split(key, config.epochs)

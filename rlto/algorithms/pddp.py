@@ -91,8 +91,10 @@ class PddpConfig(LearningConfig):
     aggregate: int = 1
     """Iterations of TO data the supervised step fits (a ring buffer, as DAgger aggregates): 1 is
     Alg. 1 (this iteration's solves only). More smooths the regression target between
-    iterations, at `aggregate` times the Adam steps per epoch (lower `epochs` to keep the cost;
-    until the buffer is full the fit covers the filled slots alone).
+    iterations, at `aggregate` times the Adam steps per epoch (lower `epochs` to keep the cost).
+    The empty slots of the first iterations count in each epoch, so those fits make more Adam
+    steps on fewer solves; fitting the filled slots alone was faster but cost 1.3-1.5x more
+    simulator calls on lqr (benchmarks/results/efficiency_lqr_filled).
     With few problems per iteration it is what makes TO calls go far: on lqr (3 seeds)
     n_problems=8 with aggregate=4 reached PPO's final gap after 1.6e4 simulator calls, against
     9.5e4 with aggregate=1 (benchmarks/results/efficiency_lqr.md)."""
@@ -286,7 +288,6 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
                             relabelled)
         to_calls, to_iterations = to_calls + calls, to_iterations + iterations
     slot = int(state.iteration) % config.aggregate  # ring buffer: overwrite the oldest rows
-    rows_per_slot = jax.tree.leaves(rows)[0].shape[0]
     data = jax.tree.map(
         lambda buffer, new: jax.lax.dynamic_update_slice_in_dim(
             buffer, new.astype(buffer.dtype), slot * new.shape[0], axis=0),
@@ -294,11 +295,8 @@ def step(problem: Problem, config: PddpConfig, state: PddpState) -> tuple[PddpSt
     fit_config = config
     if config.first_epochs and int(state.iteration) == 0:
         fit_config = dataclasses.replace(config, epochs=config.first_epochs)
-    filled = None
-    if config.aggregate > 1:  # the ring buffer fills slot by slot: fit the filled rows alone
-        filled = jnp.asarray(min(int(state.iteration) + 1, config.aggregate) * rows_per_slot)
     policy, opt_state, (regression, gains) = fit_policy(
-        policy, state.opt_state, data, fit_key, supervised_loss, fit_config, filled
+        policy, state.opt_state, data, fit_key, supervised_loss, fit_config
     )
     calls = to_calls + rollout_calls + authority_calls
     info = {}
