@@ -86,3 +86,23 @@ def exploding():
                             sample=sample)
 
     return make
+
+
+@pytest.fixture
+def record_starts(monkeypatch):
+    """record(module) -> list: module.solve_from_each, patched to run as before and append
+    each call's (params, inits) to the returned list (which warm starts an algorithm's TO
+    step was given)."""
+
+    def record(module):
+        seen = []
+        original = module.solve_from_each
+
+        def recording(problem, params, inits, config, margin=0.0):
+            seen.append((params, inits))
+            return original(problem, params, inits, config, margin)
+
+        monkeypatch.setattr(module, "solve_from_each", recording)
+        return seen
+
+    return record

@@ -268,21 +268,14 @@ def test_init_solve_starts_admm_from_to_solutions(lqr):
     assert int(states["solve"].to_iterations) > 0 == int(states["rollout"].to_iterations)
 
 
-def test_goal_guess_is_one_more_start_of_the_first_oc_iterate(lqr, monkeypatch):
+def test_goal_guess_is_one_more_start_of_the_first_oc_iterate(lqr, record_starts):
     """goal_guess=True: the first OC iterate is solved from the rollout, zero controls and the
     goal guess, and each instance keeps the lowest cost of the three (never above the two-start
     iterate's); refused with init="rollout" and on a problem without goal_state."""
     from rlto.evaluate import goal_guess
 
     pendulum = rlto.make("pendulum")
-    seen = []
-    original = plal.solve_from_each
-
-    def recording(problem, params, inits, config, margin=0.0):
-        seen.append((params, inits))
-        return original(problem, params, inits, config, margin)
-
-    monkeypatch.setattr(plal, "solve_from_each", recording)
+    seen = record_starts(plal)
     key = jax.random.key(5)
     states = {guess: plal.init(pendulum, plal.PlalConfig(**TINY, goal_guess=guess), key)
               for guess in (False, True)}

@@ -218,21 +218,14 @@ def test_dagger_labels_policy_states_with_the_remaining_horizon_optimum(lqr):
         np.testing.assert_allclose(u[i, start:], direct.us[0], atol=1e-6)
 
 
-def test_goal_guess_is_one_more_start_of_the_to_step(lqr, monkeypatch):
+def test_goal_guess_is_one_more_start_of_the_to_step(lqr, record_starts):
     """goal_guess=True: PDDP's TO step also starts from the goal guess of this iteration's
     instances (after the policy's rollout and zero controls); a problem without goal_state is
     refused with a message naming it."""
     from rlto.evaluate import goal_guess
 
     pendulum = rlto.make("pendulum")
-    seen = []
-    original = pddp.solve_from_each
-
-    def recording(problem, params, inits, config, margin=0.0):
-        seen.append((params, inits))
-        return original(problem, params, inits, config, margin)
-
-    monkeypatch.setattr(pddp, "solve_from_each", recording)
+    seen = record_starts(pddp)
     config = pddp.PddpConfig(**{**TINY, "warm_start": "best", "goal_guess": True})
     pddp.step(pendulum, config, pddp.init(pendulum, config, jax.random.key(18)))
     params, inits = seen[0]

@@ -111,7 +111,9 @@ class PlalConfig(LearningConfig):
     starts; refreshed instances enter the same way. Needs init="solve" and a problem with a
     goal_state. Where the rollouts of zero controls and of a random network fall away from the
     goal (the double pendulum), DDP from them ends in costly local minima that ADMM then
-    holds the policy to."""
+    holds the policy to: there PLAL+S (5 minutes, refresh=32, to_max_iter=10) swings up with
+    it and ends at a gap of 7.9e3%, against 8.8e4% and no swing-up without it
+    (benchmarks/results/plal_double_pendulum_goal_guess_5min, ..._base_5min)."""
 
     def __post_init__(self):
         super().__post_init__()
