@@ -3,6 +3,7 @@ replay buffer, the critic's Sobolev term, the oned value function against dynami
 and tiny runs end to end with exact resume."""
 
 import csv
+import dataclasses
 import json
 
 import equinox as eqx
@@ -125,6 +126,11 @@ def test_episode_transitions_hold_monte_carlo_cost_to_go_and_skip_steps_before_t
     assert tr["bootstrap"][row0] and tr["t_boot"][row0] == 5
     np.testing.assert_array_equal(tr["x_boot"][row0], result.xs[0, 5])
     np.testing.assert_array_equal(tr["Vx"][row0], result.Vx[0, 2])
+    assert tr["converged"].all()
+    # An episode stopped by the iteration limit keeps its transitions, flagged unconverged.
+    capped = dataclasses.replace(result, status=np.array([0, 1]))
+    flags = cacto.episode_transitions(problem, capped, params, t0, n_steps=3)["converged"]
+    np.testing.assert_array_equal(flags, tr["params"]["x0"][:, 0] == -1.0)
 
 
 def test_replay_buffer_wraps_around_and_keeps_the_newest():
@@ -135,7 +141,8 @@ def test_replay_buffer_wraps_around_and_keeps_the_newest():
         values = np.arange(start, start + m, dtype=float)
         return {"x": values[:, None], "t": values, "params": {"x0": values[:, None]},
                 "partial": values, "x_boot": values[:, None], "t_boot": values,
-                "bootstrap": np.ones(m, bool), "Vx": values[:, None]}
+                "bootstrap": np.ones(m, bool), "Vx": values[:, None],
+                "converged": np.ones(m, bool)}
 
     buffer = cacto.add_transitions(buffer, transitions(0, 3))
     assert int(buffer["size"]) == 3 and int(buffer["next"]) == 3
@@ -160,14 +167,27 @@ def test_critic_sobolev_term_measures_the_value_gradient_error():
                                                           {TIME_KEY: t_})))(x, t)
     delta = np.asarray(jax.random.normal(jax.random.key(4), x.shape))
     batch = {"x": x, "params": {"x0": x}, "t": t, "partial": np.zeros(m), "x_boot": x,
-             "t_boot": t, "bootstrap": np.zeros(m, bool)}
+             "t_boot": t, "bootstrap": np.zeros(m, bool), "converged": np.ones(m, bool)}
     _, (_, exact, _) = cacto.critic_loss(critic, critic, offset, scale,
                                          {**batch, "Vx": np.asarray(grad_v)}, config)
     _, (_, off, _) = cacto.critic_loss(critic, critic, offset, scale,
                                        {**batch, "Vx": np.asarray(grad_v) + delta}, config)
     spread = np.asarray(critic.in_scale[: problem.nx])
     assert float(exact) < 1e-20
-    np.testing.assert_allclose(off, np.mean(np.sum((delta / 3.0 * spread) ** 2, 1)), rtol=1e-9)
+    squared_error = np.sum((delta / 3.0 * spread) ** 2, 1)
+    np.testing.assert_allclose(off, np.mean(squared_error), rtol=1e-9)
+    target = np.asarray(grad_v) + delta
+    # By default (value_gradient_from="converged") Vx is learnt only from the transitions of
+    # converged episodes; "all" learns every transition's.
+    some = np.array([True, False, True, False, False])
+    partly = {**batch, "Vx": target, "converged": some}
+    _, (_, off_converged, _) = cacto.critic_loss(critic, critic, offset, scale, partly, config)
+    np.testing.assert_allclose(off_converged, np.sum(squared_error[some]) / m, rtol=1e-9)
+    every = dataclasses.replace(config, value_gradient_from="all")
+    _, (_, off_all, _) = cacto.critic_loss(critic, critic, offset, scale, partly, every)
+    np.testing.assert_allclose(off_all, np.mean(squared_error), rtol=1e-9)
+    with pytest.raises(ProblemError, match="value_gradient_from"):
+        cacto.CactoSlConfig(value_gradient_from="optimal")
 
 
 def test_oned_value_function_minimiser_is_the_global_optimum():

@@ -10,7 +10,8 @@ initial-state sampling.
         buffer  <- (x_t, t, N-step partial cost-to-go, x_{t+N}, Vx_t)   TD(N) transitions
         k = 1: pre-train the actor on the TO controls (regression)
         repeat U times, on mini-batches of B transitions:
-            critic: min (V(x_t, t) - [c_{t:t+N} + V'(x_{t+N}, t+N)])^2  [+ w ||dV/dx - Vx||^2 (SL)]
+            critic: min (V(x_t, t) - [c_{t:t+N} + V'(x_{t+N}, t+N)])^2
+                        [+ w ||dV/dx - Vx||^2 on the converged episodes' transitions (SL)]
             actor:  min Q(x, pi(x, t), t) = l(x, pi, t) + V(f(x, pi, t), t + 1)  (model-based DPG;
                     actor_lookahead = H > 1: H steps of l through the model, then V)
             target: V' <- tau V + (1 - tau) V'
@@ -49,6 +50,7 @@ from rlto.algorithms.common import (
 from rlto.evaluate import policy_rollout
 from rlto.nets import TIME_KEY, Policy, set_normalization, trainable
 from rlto.problem import Problem, ProblemError
+from rlto.solver import Status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +104,16 @@ class CactoConfig(LearningConfig):
     value_gradient_weight: float = 0.0
     """CACTO-SL: weight of ||dV/dx - Vx||^2 (Vx from the DDP backward pass), in the critic's
     normalised units; 0 is plain CACTO."""
+    value_gradient_from: str = "converged"
+    """Transitions whose Vx the SL term learns: "converged", those of episodes whose TO
+    converged, or "all". Vx is the gradient of the returned trajectory's cost-to-go under the
+    solver's feedback gains; it is the value function's gradient only at a (local) optimum
+    (envelope theorem). After 15 iterations (the default to_max_iter) 13-16% of the first
+    loop's episodes have converged on double_integrator and manipulator3 (mean cost 77 on the
+    first, against 26 after 100 iterations). Measured (README, CACTO benchmark): learning the
+    unconverged episodes' Vx ("all") makes CACTO-SL far worse than CACTO on both problems
+    (manipulator3 after 4000 episodes: mean hard-region TO cost 76 against -21); "converged"
+    is level with CACTO on double_integrator and at -12 on manipulator3."""
     initial_states: str = "uniform"
     """"uniform" over the sampler, or "biased" (CACTO-BIC): from bias_candidates x E uniform
     draws keep the E where the std-critic predicts the largest TD residual."""
@@ -120,6 +132,7 @@ class CactoConfig(LearningConfig):
     def __post_init__(self):
         super().__post_init__()
         self._check_choice("initial_states", ("uniform", "biased"))
+        self._check_choice("value_gradient_from", ("all", "converged"))
         for name in ("updates_per_iteration", "update_batch_size", "buffer_size",
                      "bias_candidates", "actor_lookahead"):
             if int(getattr(self, name)) < 1:
@@ -223,7 +236,7 @@ def critic_loss(critic: Policy, target: Policy, offset, scale, batch: dict, conf
     """Mean squared TD(N) error in normalised units [+ SL term] + the std-critic's Gaussian NLL
     of the residual. batch: dict of (B, ...) arrays from the buffer. Returns (loss, parts)."""
 
-    def one(x, params, t, partial, x_boot, t_boot, bootstrap, vx):
+    def one(x, params, t, partial, x_boot, t_boot, bootstrap, vx, converged):
         v_boot = value(target, offset, scale, x_boot, {**params, TIME_KEY: t_boot})
         y = partial + jnp.where(bootstrap, jax.lax.stop_gradient(v_boot), 0.0)
         out, grad_x = critic(x, {**params, TIME_KEY: t}), None
@@ -237,11 +250,13 @@ def critic_loss(critic: Policy, target: Policy, offset, scale, batch: dict, conf
             # dV/dx = scale * d out/dx; compare in units of the state's spread.
             x_spread = _state_spread(critic)
             sobolev = jnp.sum(((grad_x - vx / scale) * x_spread) ** 2)
+            if config.value_gradient_from == "converged":
+                sobolev = jnp.where(converged, sobolev, 0.0)
         return residual**2, sobolev, nll
 
     b = batch
     td, sobolev, nll = jax.vmap(one)(b["x"], b["params"], b["t"], b["partial"], b["x_boot"],
-                                     b["t_boot"], b["bootstrap"], b["Vx"])
+                                     b["t_boot"], b["bootstrap"], b["Vx"], b["converged"])
     td, sobolev, nll = td.mean(), jnp.mean(sobolev), nll.mean()
     return td + config.value_gradient_weight * sobolev + nll, (td, sobolev, nll)
 
@@ -319,7 +334,8 @@ def train_networks(problem: Problem, config: CactoConfig, actor, critic, target,
 
 def new_buffer(problem: Problem, capacity: int) -> dict:
     """Empty buffer of `capacity` TD(N) transitions: x, x_boot, Vx (C, nx); t, t_boot, partial,
-    bootstrap (C,); params: the problem's parameters {k: (C, ...)}; size and next (int)."""
+    bootstrap, converged (C,; whether the episode's TO converged); params: the problem's
+    parameters {k: (C, ...)}; size and next (int)."""
     reference = problem.sample(jax.random.key(0), 1)
     zeros = functools.partial(np.zeros, dtype=np.float64)
     return {
@@ -331,6 +347,7 @@ def new_buffer(problem: Problem, capacity: int) -> dict:
         "t_boot": zeros(capacity),
         "bootstrap": np.zeros(capacity, dtype=bool),
         "Vx": zeros((capacity, problem.nx)),
+        "converged": np.zeros(capacity, dtype=bool),
         "size": np.asarray(0, dtype=np.int64),
         "next": np.asarray(0, dtype=np.int64),
     }
@@ -384,6 +401,7 @@ def episode_transitions(problem: Problem, result, params: dict, t0: np.ndarray,
         "t_boot": boot_step[episode, t].astype(np.float64),
         "bootstrap": bootstrap[episode, t],
         "Vx": np.asarray(result.Vx)[episode, t],
+        "converged": np.asarray(result.status)[episode] == int(Status.CONVERGED),
     }
 
 
