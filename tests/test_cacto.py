@@ -228,6 +228,7 @@ def test_every_variant_runs_end_to_end(tmp_path, algo, options):
     calls = [int(r["sim_calls"]) for r in rows]
     assert 0 < calls[0] < calls[1]
     assert np.isfinite(float(rows[-1]["critic_td"]))
+    assert 0 <= int(rows[-1]["converged_episodes"]) <= int(rows[-1]["usable_episodes"])
     assert (tmp_path / "rollouts.png").stat().st_size > 0
     assert run.iterations == 2
 

@@ -482,7 +482,8 @@ def step(problem: Problem, config: CactoConfig, state: CactoState) -> tuple[Cact
         actor, actor_opt, _ = fit_policy(actor, actor_opt, pretrain, fit_key, _pretrain_loss,
                                          config)
     buffer = add_transitions(state.buffer, transitions)
-    info = {"episodes": int(t0.shape[0]), "usable_episodes": int(usable_solves(result).sum())}
+    info = {"episodes": int(t0.shape[0]), "usable_episodes": int(usable_solves(result).sum()),
+            "converged_episodes": int(np.sum(result.status == int(Status.CONVERGED)))}
     update_calls = 0
     if int(buffer["size"]) > 0:
         device_buffer = jax.tree.map(jnp.asarray, buffer)
