@@ -113,7 +113,8 @@ class CactoConfig(LearningConfig):
     first, against 26 after 100 iterations). Measured (README, CACTO benchmark): learning the
     unconverged episodes' Vx ("all") makes CACTO-SL far worse than CACTO on both problems
     (manipulator3 after 4000 episodes: mean hard-region TO cost 76 against -21); "converged"
-    is level with CACTO on double_integrator and at -12 on manipulator3."""
+    needs a fifth of CACTO's episodes on single_integrator (3 seeds), is level with it on
+    double_integrator and at -12 on manipulator3."""
     initial_states: str = "uniform"
     """"uniform" over the sampler, or "biased" (CACTO-BIC): from bias_candidates x E uniform
     draws keep the E where the std-critic predicts the largest TD residual."""
