@@ -125,6 +125,7 @@ def test_cost_line_reports_nonfinite_costs():
     result = Result(
         xs=np.zeros((n, 2, 1)), us=np.zeros((n, 1, 1)), K=np.zeros((n, 1, 1, 1)),
         k=np.zeros((n, 1, 1)), Vx=np.zeros((n, 2, 1)), Vxx=np.zeros((n, 2, 1, 1)),
+        step_improvement=np.zeros((n, 1)),
         cost=np.array([1.0, np.nan, 2.0]), total_cost=zeros, iterations=np.ones(n, int),
         converged=np.array([True, False, True]), status=np.array([0, 2, 0]), gap=zeros,
         constraint_violation=zeros, forward_calls=np.ones(n, int),

@@ -142,6 +142,35 @@ def test_value_gradient_equals_finite_differences(pendulum):
     np.testing.assert_allclose(result.Vx[0, 0], central(result.cost), rtol=1e-4, atol=1e-6)
 
 
+def test_step_improvement_is_the_exact_tail_decrease_on_lq(lqr_free):
+    """On an LQ problem the DDP model is exact: at any trajectory, the per-step expected
+    improvement summed from t to T-1 is the tail's cost minus the optimal cost-to-go from x_t
+    (the tail subproblem solved on its own), and it is zero along a converged solve."""
+    from rlto.solver import ddp
+
+    params = {"x0": jnp.asarray(lqr_free.sample(jax.random.key(5), 1)["x0"])}
+    one = {"x0": params["x0"][0]}
+    us = jax.random.normal(jax.random.key(6), (T_LQR, 2))
+    xs = lqr_free.rollout(us, one)
+    fns = ddp._make_fns(lqr_free, None)
+    opts = ddp.SolverOptions()
+    lam, mu = jnp.zeros((T_LQR, 1)), jnp.asarray(10.0)
+    state = ddp._initial_state(fns, opts, xs, us, one, None, lam, mu, True, True)
+    improvement = np.asarray(ddp._final_gains(fns, opts, state, one, None, lam, mu)[4])
+    assert improvement.shape == (T_LQR,) and np.all(improvement >= -1e-12)
+    tail = np.cumsum(improvement[::-1])[::-1]
+    steps = np.arange(T_LQR)
+    running = np.asarray(jax.vmap(lqr_free.running_cost, in_axes=(0, 0, 0, None))(
+        xs[:-1], us, steps, one))
+    terminal = float(lqr_free.terminal_cost(xs[-1], one))
+    for t in (0, 11, T_LQR - 1):
+        tail_problem = point_mass(np.inf, horizon=T_LQR - t)
+        optimum = rlto.solve(tail_problem, {"x0": xs[t][None]}, tol=1e-12)
+        tail_cost = running[t:].sum() + terminal
+        np.testing.assert_allclose(tail[t], tail_cost - optimum.cost[0], rtol=1e-7)
+        assert np.all(np.abs(optimum.step_improvement) < 1e-10)
+
+
 def test_gains_equal_optimal_control_sensitivity():
     """With linear dynamics the DDP expansion is exact: K_0 = du0*/dx0, even for a
     non-quadratic cost (Gauss-Newton drops only the dynamics' curvature)."""

@@ -420,14 +420,17 @@ def _initial_state(
 
 def _final_gains(fns: _Fns, opts: SolverOptions, state: _State, params, shared, lam, mu):
     """Gains and value derivatives at the returned trajectory (the loop's last backward pass was
-    one step behind it): (k (T, nu), K (T, nu, nx), Vx (T+1, nx), Vxx (T+1, nx, nx)), and the
-    largest gap |f(x_t, u_t) - x_t+1| (incl. |x0 - xs_0|) there."""
+    one step behind it): (k (T, nu), K (T, nu, nx), Vx (T+1, nx), Vxx (T+1, nx, nx)), the
+    expected decrease of a full step per time step (T,), and the largest gap
+    |f(x_t, u_t) - x_t+1| (incl. |x0 - xs_0|) there."""
     derivs, gaps = _linearize(fns, state.xs, state.us, params, shared, lam, mu)
     finite = _all_finite(derivs)
-    _, (k, K, Vx, Vxx, _, _, _) = _regularized_backward(
+    _, (k, K, Vx, Vxx, Qu, Quu_k, _) = _regularized_backward(
         fns, opts, derivs, state.us, state.k, gaps, state.feasible, state.reg, finite
     )
-    return k, K, Vx, Vxx, jnp.max(jnp.abs(gaps))
+    # The per-step terms of the stopping test's -(dg + dq / 2) on a feasible trajectory.
+    improvement = -jnp.sum(Qu * k, axis=-1) - 0.5 * jnp.sum(k * Quu_k, axis=-1)
+    return k, K, Vx, Vxx, improvement, jnp.max(jnp.abs(gaps))
 
 
 def _default_slots(n: int) -> int:
@@ -547,7 +550,7 @@ def _compiled(problem: Problem, extra_running, extra_terminal, extra_derivatives
         slots = min(n, opts.slots or _default_slots(n))
         state = init(xs, us, params, shared, lam, mu, feasible, active)
         state = _solve_queue(fns, opts, slots, state, params, shared, lam, mu)
-        k, K, Vx, Vxx, gap = _in_chunks(
+        k, K, Vx, Vxx, improvement, gap = _in_chunks(
             lambda s, p, l, m: gains(s, p, shared, l, m), slots, state, params, lam, mu
         )
         state = state._replace(derivative_calls=state.derivative_calls + fns.horizon)
@@ -562,6 +565,7 @@ def _compiled(problem: Problem, extra_running, extra_terminal, extra_derivatives
             K,
             Vx,
             Vxx,
+            improvement,
             problem_cost,
             total,
             gap,
@@ -645,7 +649,7 @@ def solve(
     previous_violation = np.full(n, np.inf)
     outer = al_iters if nc else 1
     for _ in range(outer):
-        state, k, K, Vx, Vxx, cost, total, gap, violation = run(
+        state, k, K, Vx, Vxx, improvement, cost, total, gap, violation = run(
             xs, us, params, shared, lam, mu, feasible, active
         )
         iterations += np.asarray(state.iteration)
@@ -681,6 +685,7 @@ def solve(
         k=np.asarray(k),
         Vx=np.asarray(Vx),
         Vxx=np.asarray(Vxx),
+        step_improvement=np.asarray(improvement),
         cost=np.asarray(cost),
         total_cost=np.asarray(total),
         iterations=iterations,

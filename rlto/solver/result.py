@@ -54,6 +54,11 @@ class Result:
     """Value gradient along the trajectory (n, T+1, nx)."""
     Vxx: np.ndarray
     """Value Hessian along the trajectory (n, T+1, nx, nx)."""
+    step_improvement: np.ndarray
+    """Expected cost decrease of a full DDP step, per time step (n, T): the terms of the
+    stopping test's sum. Its sum from t to T-1 is the tail's; where that is below tol, the
+    trajectory from x_t on is (locally) optimal and Vx[:, t] is the value gradient there
+    (on a feasible trajectory; see gap)."""
     cost: np.ndarray
     """Problem cost of (xs, us) without extra or augmented-Lagrangian terms (n,)."""
     total_cost: np.ndarray
