@@ -131,17 +131,6 @@ def test_episode_transitions_hold_monte_carlo_cost_to_go_and_skip_steps_before_t
     capped = dataclasses.replace(result, status=np.array([0, 1]))
     flags = cacto.episode_transitions(problem, capped, params, t0, n_steps=3)["converged"]
     np.testing.assert_array_equal(flags, tr["params"]["x0"][:, 0] == -1.0)
-    # The tail's expected improvement is the solver's per-step one summed from t on.
-    row = np.nonzero((tr["t"] == 3) & (tr["params"]["x0"][:, 0] == -1.0))[0][0]
-    np.testing.assert_allclose(tr["tail_improvement"][row], result.step_improvement[0, 3:].sum(),
-                               rtol=1e-12, atol=1e-300)
-    unfinished = rlto.solve(delayed, {**params, "t0": t0.astype(float)}, max_iter=1)
-    tails = cacto.episode_transitions(problem, unfinished, params, t0, 3)["tail_improvement"]
-    first = tr["t"] == 0
-    assert tails[first][0] > 1e-6 and np.all(np.diff(tails[:10]) <= 1e-15)  # shrinks with t
-    infeasible = dataclasses.replace(unfinished, gap=np.array([1e-3, 0.0]))
-    tails = cacto.episode_transitions(problem, infeasible, params, t0, 3)["tail_improvement"]
-    assert np.isinf(tails[:10]).all() and np.isfinite(tails[10:]).all()
 
 
 def test_replay_buffer_wraps_around_and_keeps_the_newest():
@@ -153,7 +142,7 @@ def test_replay_buffer_wraps_around_and_keeps_the_newest():
         return {"x": values[:, None], "t": values, "params": {"x0": values[:, None]},
                 "partial": values, "x_boot": values[:, None], "t_boot": values,
                 "bootstrap": np.ones(m, bool), "Vx": values[:, None],
-                "converged": np.ones(m, bool), "tail_improvement": values}
+                "converged": np.ones(m, bool)}
 
     buffer = cacto.add_transitions(buffer, transitions(0, 3))
     assert int(buffer["size"]) == 3 and int(buffer["next"]) == 3
@@ -178,8 +167,7 @@ def test_critic_sobolev_term_measures_the_value_gradient_error():
                                                           {TIME_KEY: t_})))(x, t)
     delta = np.asarray(jax.random.normal(jax.random.key(4), x.shape))
     batch = {"x": x, "params": {"x0": x}, "t": t, "partial": np.zeros(m), "x_boot": x,
-             "t_boot": t, "bootstrap": np.zeros(m, bool), "converged": np.ones(m, bool),
-             "tail_improvement": np.full(m, np.inf)}
+             "t_boot": t, "bootstrap": np.zeros(m, bool), "converged": np.ones(m, bool)}
     _, (_, exact, _) = cacto.critic_loss(critic, critic, offset, scale,
                                          {**batch, "Vx": np.asarray(grad_v)}, config)
     _, (_, off, _) = cacto.critic_loss(critic, critic, offset, scale,
@@ -195,13 +183,6 @@ def test_critic_sobolev_term_measures_the_value_gradient_error():
     partly = {**batch, "Vx": target, "converged": some}
     _, (_, off_converged, _) = cacto.critic_loss(critic, critic, offset, scale, partly, config)
     np.testing.assert_allclose(off_converged, np.sum(squared_error[some]) / m, rtol=1e-9)
-    # "converged_tail" adds the rows whose tail's expected improvement is within the tol.
-    tails = {**partly, "tail_improvement": np.array([1.0, 1e-5, np.inf, 1e-3, 0.0])}
-    by_tail = dataclasses.replace(config, value_gradient_from="converged_tail",
-                                  value_gradient_tol=1e-4)
-    _, (_, off_tail, _) = cacto.critic_loss(critic, critic, offset, scale, tails, by_tail)
-    learnt = np.array([True, True, True, False, True])
-    np.testing.assert_allclose(off_tail, np.sum(squared_error[learnt]) / m, rtol=1e-9)
     every = dataclasses.replace(config, value_gradient_from="all")
     _, (_, off_all, _) = cacto.critic_loss(critic, critic, offset, scale, partly, every)
     np.testing.assert_allclose(off_all, np.mean(squared_error), rtol=1e-9)

@@ -52,10 +52,6 @@ from rlto.nets import TIME_KEY, Policy, set_normalization, trainable
 from rlto.problem import Problem, ProblemError
 from rlto.solver import Status
 
-# Largest dynamics defect of a trajectory whose Vx is taken as a value gradient: the episodes
-# start from rollouts and FDDP keeps them feasible, so their defects are rounding errors.
-_FEASIBLE_GAP = 1e-9
-
 
 @dataclasses.dataclass(frozen=True)
 class CactoConfig(LearningConfig):
@@ -118,16 +114,7 @@ class CactoConfig(LearningConfig):
     unconverged episodes' Vx ("all") makes CACTO-SL far worse than CACTO on both problems
     (manipulator3 after 4000 episodes: mean hard-region TO cost 76 against -21); "converged"
     needs a fifth of CACTO's episodes on single_integrator (3 seeds), is level with it on
-    double_integrator and at -12 on manipulator3. "converged_tail" adds the transitions of
-    unconverged episodes whose tail has converged: one more DDP step would lower the cost from
-    x_t on by at most value_gradient_tol (Result.step_improvement summed from t), so Vx_t is
-    the value gradient of the tail subproblem. After the first loop's 15 iterations that is
-    6.9% (manipulator3) and 6.9% (double_integrator) of the transitions at 1e-6 against 3.8%
-    and 4.8% from converged episodes, and 16% and 10% at 1e-4, nearly all late in the
-    horizon."""
-    value_gradient_tol: float = 1e-4
-    """With value_gradient_from="converged_tail": the largest expected decrease of one more
-    DDP step over a transition's tail for its Vx to be learnt."""
+    double_integrator and at -12 on manipulator3."""
     initial_states: str = "uniform"
     """"uniform" over the sampler, or "biased" (CACTO-BIC): from bias_candidates x E uniform
     draws keep the E where the std-critic predicts the largest TD residual."""
@@ -146,7 +133,7 @@ class CactoConfig(LearningConfig):
     def __post_init__(self):
         super().__post_init__()
         self._check_choice("initial_states", ("uniform", "biased"))
-        self._check_choice("value_gradient_from", ("all", "converged", "converged_tail"))
+        self._check_choice("value_gradient_from", ("all", "converged"))
         for name in ("updates_per_iteration", "update_batch_size", "buffer_size",
                      "bias_candidates", "actor_lookahead"):
             if int(getattr(self, name)) < 1:
@@ -160,10 +147,6 @@ class CactoConfig(LearningConfig):
         if not 0.0 <= self.random_start_share <= 1.0:
             raise ProblemError(
                 f"random_start_share must be in [0, 1], got {self.random_start_share}."
-            )
-        if not self.value_gradient_tol >= 0:
-            raise ProblemError(
-                f"value_gradient_tol must be >= 0, got {self.value_gradient_tol}."
             )
         if self.value_gradient_weight < 0:
             raise ProblemError(
@@ -254,7 +237,7 @@ def critic_loss(critic: Policy, target: Policy, offset, scale, batch: dict, conf
     """Mean squared TD(N) error in normalised units [+ SL term] + the std-critic's Gaussian NLL
     of the residual. batch: dict of (B, ...) arrays from the buffer. Returns (loss, parts)."""
 
-    def one(x, params, t, partial, x_boot, t_boot, bootstrap, vx, converged, tail):
+    def one(x, params, t, partial, x_boot, t_boot, bootstrap, vx, converged):
         v_boot = value(target, offset, scale, x_boot, {**params, TIME_KEY: t_boot})
         y = partial + jnp.where(bootstrap, jax.lax.stop_gradient(v_boot), 0.0)
         out, grad_x = critic(x, {**params, TIME_KEY: t}), None
@@ -270,15 +253,11 @@ def critic_loss(critic: Policy, target: Policy, offset, scale, batch: dict, conf
             sobolev = jnp.sum(((grad_x - vx / scale) * x_spread) ** 2)
             if config.value_gradient_from == "converged":
                 sobolev = jnp.where(converged, sobolev, 0.0)
-            elif config.value_gradient_from == "converged_tail":
-                tail_converged = converged | (tail <= config.value_gradient_tol)
-                sobolev = jnp.where(tail_converged, sobolev, 0.0)
         return residual**2, sobolev, nll
 
     b = batch
     td, sobolev, nll = jax.vmap(one)(b["x"], b["params"], b["t"], b["partial"], b["x_boot"],
-                                     b["t_boot"], b["bootstrap"], b["Vx"], b["converged"],
-                                     b["tail_improvement"])
+                                     b["t_boot"], b["bootstrap"], b["Vx"], b["converged"])
     td, sobolev, nll = td.mean(), jnp.mean(sobolev), nll.mean()
     return td + config.value_gradient_weight * sobolev + nll, (td, sobolev, nll)
 
@@ -356,9 +335,8 @@ def train_networks(problem: Problem, config: CactoConfig, actor, critic, target,
 
 def new_buffer(problem: Problem, capacity: int) -> dict:
     """Empty buffer of `capacity` TD(N) transitions: x, x_boot, Vx (C, nx); t, t_boot, partial,
-    bootstrap, converged (C,; whether the episode's TO converged), tail_improvement (C,; the
-    expected decrease of one more DDP step from t on, see Result.step_improvement); params: the
-    problem's parameters {k: (C, ...)}; size and next (int)."""
+    bootstrap, converged (C,; whether the episode's TO converged); params: the problem's
+    parameters {k: (C, ...)}; size and next (int)."""
     reference = problem.sample(jax.random.key(0), 1)
     zeros = functools.partial(np.zeros, dtype=np.float64)
     return {
@@ -371,7 +349,6 @@ def new_buffer(problem: Problem, capacity: int) -> dict:
         "bootstrap": np.zeros(capacity, dtype=bool),
         "Vx": zeros((capacity, problem.nx)),
         "converged": np.zeros(capacity, dtype=bool),
-        "tail_improvement": zeros(capacity),
         "size": np.asarray(0, dtype=np.int64),
         "next": np.asarray(0, dtype=np.int64),
     }
@@ -426,19 +403,7 @@ def episode_transitions(problem: Problem, result, params: dict, t0: np.ndarray,
         "bootstrap": bootstrap[episode, t],
         "Vx": np.asarray(result.Vx)[episode, t],
         "converged": np.asarray(result.status)[episode] == int(Status.CONVERGED),
-        "tail_improvement": tail_improvement(result)[episode, t],
     }
-
-
-def tail_improvement(result) -> np.ndarray:
-    """(E, T): the expected decrease of one more full DDP step summed from t to T-1, inf where
-    the trajectory is infeasible or the sum is not finite. Below the solver's tol, the solve
-    from x_t on has converged even where the whole episode has not, and Vx[:, t] is the value
-    gradient there."""
-    steps = np.asarray(result.step_improvement)
-    tail = np.cumsum(steps[:, ::-1], axis=1)[:, ::-1]
-    ok = np.isfinite(tail) & (np.asarray(result.gap) <= _FEASIBLE_GAP)[:, None]
-    return np.where(ok, tail, np.inf)
 
 
 # ---------------------------------------------------------------------------------------------
