@@ -44,6 +44,7 @@ TOKENS: dict[str, tuple[str, Any]] = {
     "-c": ("constrained", False),
     "+bcl": ("penalty", "bcl"),
     "+best": ("warm_start", "best"),
+    "+so": ("order", "second"),
 }
 """Ablation tokens of variant names: token -> (config field, value)."""
 GRAMMAR = (
@@ -51,7 +52,8 @@ GRAMMAR = (
     "...; sobolev='none' where it has a Sobolev term); tokens, each at most once and only where "
     "the algorithm's config has the field: +s (sobolev='stochastic'), +fs (sobolev='full'), +m "
     "(shooting='multiple'), -c (constrained=False), +bcl (penalty='bcl'), +best "
-    "(warm_start='best'); e.g. plal+s+m, pddp+s-c, pddp+s+best, ppo"
+    "(warm_start='best'), +so (order='second', PODS); e.g. plal+s+m, pddp+s-c, pddp+s+best, "
+    "pods+so, ppo"
 )
 WITHIN_NOTE = (
     "Within 1% of J*: share of test instances whose final policy cost is within 1% of their J* "

@@ -27,6 +27,7 @@ from rlto.problem import ProblemError
     ("plal+s+bcl", "plal", {"sobolev": "stochastic", "penalty": "bcl"}),
     ("plal-c+m", "plal", {"sobolev": "none", "constrained": False, "shooting": "multiple"}),
     ("pddp+s+best", "pddp", {"sobolev": "stochastic", "warm_start": "best"}),
+    ("pods+so", "pods", {"sobolev": "none", "order": "second"}),
     ("ppo", "ppo", {}),
     ("sac", "sac", {}),
     ("cacto", "cacto", {"sobolev": "none"}),
@@ -39,7 +40,8 @@ def test_variant_names_map_to_algorithm_options(name, algo, options):
 
 
 @pytest.mark.parametrize("name", ["ppx", "ppo+s", "sac-c", "plal+x", "pddp+m", "pddp+bcl",
-                                  "plal+s+fs", "plal+best", "plal+s+s", "plal s", "+s", "PLAL"])
+                                  "plal+s+fs", "plal+best", "plal+s+s", "plal s", "+s", "PLAL",
+                                  "pddp+so"])
 def test_bad_variant_names_are_rejected_with_the_grammar(name):
     with pytest.raises(ProblemError, match="variant is BASE"):
         compare.parse_variant(name)

@@ -3,6 +3,7 @@ lqr, the first order lowers every pendulum instance within the box), the sim-cal
 instances, end-to-end runs and exact resume."""
 
 import csv
+import dataclasses
 import functools
 
 import jax
@@ -56,11 +57,44 @@ def test_action_gradient_equals_central_differences(pendulum):
     assert np.abs(grad).max() > 1e-3  # a real gradient, not zeros on both sides
 
 
-def test_second_order_step_reaches_the_lqr_optimum_in_one_step():
+def test_gauss_newton_model_is_the_exact_derivative_where_the_dynamics_are_linear(pendulum):
+    """The model's gradient is dJ/dA for any dynamics; its Hessian leaves out only the dynamics'
+    curvature, so it is d2J/dA2 for linear dynamics under a non-quadratic cost, and differs
+    from it on the pendulum."""
+    lq = rlto.make("lqr", horizon=12)
+    soft = dataclasses.replace(
+        lq, name="lqr_logcosh",
+        running_cost=lambda x, u, t, p: jnp.sum(jnp.log(jnp.cosh(2.0 * x))) + 0.1 * u @ u
+        + 0.05 * jnp.sum(x[:2] * u),
+        terminal_cost=lambda x, p: 5.0 * jnp.sum(jnp.log(jnp.cosh(x))))
+    for problem, linear in ((soft, True), (pendulum, False)):
+        params = problem.sample(jax.random.key(10), 2)
+        actions = _random_actions(problem, 2, jax.random.key(11), spread=0.5)
+        states = _states(problem, actions, params)
+        for i in range(2):
+            one = {k: v[i] for k, v in params.items()}
+            grad, hessian = pods.gauss_newton_model(problem, jnp.asarray(actions[i]),
+                                                    jnp.asarray(states[i]), one)
+            flat = jnp.asarray(actions[i]).reshape(-1)
+
+            def cost(a, problem=problem, one=one, shape=actions.shape[1:]):
+                return pods.action_cost(problem, a.reshape(shape), one)
+
+            np.testing.assert_allclose(grad, jax.grad(cost)(flat), rtol=1e-10, atol=1e-12)
+            exact = np.asarray(jax.hessian(cost)(flat))
+            np.testing.assert_allclose(hessian, hessian.T, atol=1e-12)
+            if linear:
+                np.testing.assert_allclose(hessian, exact, rtol=1e-9, atol=1e-10)
+            else:
+                assert np.abs(hessian - exact).max() > 1e-3 * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("hessian", ["gauss_newton", "exact"])
+def test_second_order_step_reaches_the_lqr_optimum_in_one_step(hessian):
     problem = rlto.make("lqr", horizon=20, u_max=float("inf"))
     params = problem.sample(jax.random.key(2), 5)
     actions = np.asarray(jax.random.normal(jax.random.key(3), (5, 20, 2)))
-    config = pods.PodsConfig(order="second", damping=1e-9, n_problems=5)
+    config = pods.PodsConfig(order="second", hessian=hessian, damping=1e-9, n_problems=5)
     result = pods.improve(problem, config, actions, _states(problem, actions, params), params)
     _, values = lqr_problem.riccati(problem.config)
     x0 = np.asarray(params["x0"])
@@ -125,13 +159,16 @@ def test_a_failed_instance_keeps_its_actions_and_gets_no_weight(pendulum):
     assert np.all(np.isfinite(rows["x"])) and np.all(np.isfinite(rows["u"]))
 
 
-@pytest.mark.parametrize("order", ["first", "second"])
-def test_sim_calls_follow_the_documented_count(lqr, order):
-    config = pods.PodsConfig(order=order, improvement_steps=2, line_search_steps=3, **TINY)
+@pytest.mark.parametrize("order, hessian", [("first", "exact"), ("second", "gauss_newton"),
+                                            ("second", "exact")])
+def test_sim_calls_follow_the_documented_count(lqr, order, hessian):
+    config = pods.PodsConfig(order=order, hessian=hessian, improvement_steps=2,
+                             line_search_steps=3, **TINY)
     state = pods.init(lqr, config, jax.random.key(0))
     state, info = pods.step(lqr, config, state)
     n, T, nu = 8, lqr.horizon, lqr.nu
-    per_improvement = 2 * n * T + 3 * n * T + (2 * n * T * T * nu if order == "second" else 0)
+    gradient = {"first": 2 * n * T, "gauss_newton": n * T, "exact": 2 * n * T + 2 * n * T * T * nu}
+    per_improvement = gradient["first" if order == "first" else hessian] + 3 * n * T
     assert int(state.sim_calls) == n * T + 2 * per_improvement
     assert int(state.sim_calls) == pods.sim_calls_per_step(lqr, config)
     assert int(state.to_iterations) == 2 * n and int(state.iteration) == 1
@@ -163,6 +200,8 @@ def test_resume_gives_identical_numbers(lqr, assert_resume_is_exact):
 def test_bad_pods_options():
     with pytest.raises(ProblemError, match="order must be one of"):
         pods.PodsConfig(order="third")
+    with pytest.raises(ProblemError, match="hessian must be one of"):
+        pods.PodsConfig(hessian="bfgs")
     with pytest.raises(ProblemError, match="sobolev must be 'none'"):
         pods.PodsConfig(sobolev="full")
     with pytest.raises(ProblemError, match="step_size must be a positive"):

@@ -8,8 +8,8 @@
                                                                 x_t re-simulated from x_0 (autodiff)
             first order:   d <- -s g_s / ||g_s||, g_s = s g     s: the action range per control
                            alpha <- step_size, step_size/2, ...
-            second order:  d <- argmin g'd + d'Cd/2             C = |H| + damping I, H = d2J/dA2
-                                 s.t. A + d in the box          (jax.hessian; box QP)
+            second order:  d <- argmin g'd + d'Cd/2             C = |H| + damping I, H ~ d2J/dA2
+                                 s.t. A + d in the box          (Gauss-Newton or exact; box QP)
                            alpha <- 1, 1/2, ...
             A <- clip(A + alpha d) for the longest alpha that lowers J (else A is kept)
         X' <- the states of the improved A
@@ -22,14 +22,24 @@ line search and keep the actions in the control box (projected before a candidat
 evaluated), so an improvement never raises an instance's cost.
 
 The first order leaves out of the norm the entries held at a bound by the gradient (the clip
-would undo their share of the step). The second order takes the exact Hessian of J(A) on the
+would undo their share of the step). The second order builds the Hessian of J(A) on the
 flattened sequence (T nu entries, small for the built-in problems), replaces its eigenvalues by
 their absolute values and adds the damping (saddle-free Newton: C is positive definite, so d is
 a descent direction), and solves the Newton model within the box by projected Newton
 (rlto.solver.boxqp, as BoxDDP does per step): without active bounds that is (H + damping I) d =
 -g on a convex instance (lqr), exact in one step. Clipping the unconstrained Newton step instead
 stalls where the box is active (measured on lqr: a 180% test gap after 20 iterations, against
-0.15% with the box QP).
+0.15% with the box QP). The Hessian is by default the Gauss-Newton one, the paper's: with the
+state sensitivities S_t = dx_t/dA, propagated by S_t+1 = f_x S_t + f_u E_t from the T step
+Jacobians (E_t picks a_t out of A),
+
+    g = sum_t S_t' l_x + E_t' l_u + S_T' lT_x
+    H = sum_t [S_t; E_t]' [[l_xx, l_xu], [l_ux, l_uu]] [S_t; E_t] + S_T' lT_xx S_T,
+
+which drops only the dynamics' curvature (exact where the dynamics are linear) and costs one
+Jacobian per step along the rollout, fewer simulator calls than the gradient;
+`hessian="exact"` differentiates the gradient once per action entry instead (jax.hessian),
+T nu gradients' worth of calls.
 
 The regression has no feedback gains to match: `sobolev` must be "none" (its default here).
 The TO fields of LearningConfig (to_max_iter, to_tol, constrained, sobolev_weight) are not read.
@@ -84,6 +94,10 @@ class PodsConfig(LearningConfig):
     line_search_steps: int = 10
     """Step lengths the backtracking line search tries (the first, then halvings); all are
     evaluated as one batch, and the longest that lowers the cost is taken."""
+    hessian: str = "gauss_newton"
+    """Second order: "gauss_newton" (from the step Jacobians, for the gradient's simulator
+    calls; the dynamics' curvature left out) or "exact" (jax.hessian of J(A): T nu more
+    gradients)."""
     damping: float = 1e-3
     """Second order: added to the Hessian's absolute eigenvalues (Levenberg-Marquardt), in the
     cost's units per squared action unit; small gives the Newton step, large a short gradient
@@ -97,6 +111,7 @@ class PodsConfig(LearningConfig):
                 "actions and has no feedback gains to match. Use pddp or plal for Sobolev training."
             )
         self._check_choice("order", ("first", "second"))
+        self._check_choice("hessian", ("gauss_newton", "exact"))
         for name in ("improvement_steps", "line_search_steps"):
             if int(getattr(self, name)) < 1:
                 raise ProblemError(f"{name} must be a positive integer, got {getattr(self, name)}.")
@@ -148,13 +163,16 @@ def sim_calls_per_step(problem: Problem, config: PodsConfig) -> int:
     With N = n_problems, T = horizon, S = improvement_steps, L = line_search_steps:
     the policy rollout costs N T; each improvement a gradient, 2 N T (the forward pass, and one
     derivative (VJP) call per step on the way back), plus L N T for the line search's candidates
-    (the accepted candidate's states are kept: no re-simulation). The second order adds the
-    Hessian, T nu gradients' worth (jax.hessian pushes one tangent per action entry through the
-    gradient): 2 N T * T nu.
+    (the accepted candidate's states are kept: no re-simulation). The second order's
+    Gauss-Newton model takes N T instead of the gradient's 2 N T: one Jacobian per step along
+    the states it is given; its exact Hessian adds T nu gradients' worth to the gradient's
+    (jax.hessian pushes one tangent per action entry through the gradient): 2 N T * T nu.
     """
     n, T = config.n_problems, problem.horizon
     per_improvement = 2 * n * T + config.line_search_steps * n * T
-    if config.order == "second":
+    if config.order == "second" and config.hessian == "gauss_newton":
+        per_improvement -= n * T
+    elif config.order == "second":
         per_improvement += 2 * n * T * T * problem.nu
     return n * T + config.improvement_steps * per_improvement
 
@@ -171,6 +189,42 @@ def cost_gradient(problem: Problem, actions, params) -> np.ndarray:
     return np.asarray(grad(jnp.asarray(actions, jnp.float64), params))
 
 
+def gauss_newton_model(problem: Problem, actions, states, params):
+    """Gradient and Gauss-Newton Hessian of J(A) for one instance from the step Jacobians:
+    actions (T, nu), states (T+1, nx) (their rollout from x0), params of one instance ->
+    g (T nu,), H (T nu, T nu) on the flattened sequence (see the module docstring)."""
+    T, nu = actions.shape
+    nx = states.shape[-1]
+    steps = jnp.arange(T)
+    _, fx, fu = jax.vmap(problem.linearized_dynamics, in_axes=(0, 0, 0, None))(
+        states[:-1], actions, steps, params)
+
+    def running(x, u, t):
+        return problem.running_cost(x, u, t, params)
+
+    lx, lu = jax.vmap(jax.grad(running, argnums=(0, 1)))(states[:-1], actions, steps)
+    (lxx, lxu), (_, luu) = jax.vmap(jax.hessian(running, argnums=(0, 1)))(
+        states[:-1], actions, steps)
+    def terminal(x):
+        return problem.terminal_cost(x, params)
+
+    lx_T, lxx_T = jax.grad(terminal)(states[-1]), jax.hessian(terminal)(states[-1])
+    picks = jnp.eye(T * nu, dtype=actions.dtype).reshape(T, nu, T * nu)  # E_t
+
+    def propagate(sensitivity, step):
+        fx_t, fu_t, pick_t = step
+        return fx_t @ sensitivity + fu_t @ pick_t, sensitivity
+
+    sens_T, sens = jax.lax.scan(propagate, jnp.zeros((nx, T * nu), actions.dtype),
+                                (fx, fu, picks))  # S_T (nx, T nu); S_0..S_T-1 (T, nx, T nu)
+    grad = (jnp.einsum("tia,ti->a", sens, lx) + jnp.einsum("tka,tk->a", picks, lu)
+            + sens_T.T @ lx_T)
+    cross = jnp.einsum("tia,tik,tkb->ab", sens, lxu, picks)
+    hessian = (jnp.einsum("tia,tij,tjb->ab", sens, lxx, sens) + cross + cross.T
+               + jnp.einsum("tka,tkl,tlb->ab", picks, luu, picks) + sens_T.T @ lxx_T @ sens_T)
+    return grad, hessian
+
+
 def _action_scale(problem: Problem) -> np.ndarray:
     """(nu,) the range u_upper - u_lower of each control, 1 where a bound is infinite."""
     span = np.asarray(problem.u_upper) - np.asarray(problem.u_lower)
@@ -181,7 +235,14 @@ def _improve_one(problem: Problem, config: PodsConfig, actions, states, params):
     """One improvement of one instance: (T, nu), (T+1, nx) -> the same, the cost before, after."""
     T, nu = actions.shape
     cost_fn = functools.partial(action_cost, problem)
-    cost, grad = jax.value_and_grad(cost_fn)(actions, params)
+    gauss_newton = config.order == "second" and config.hessian == "gauss_newton"
+    if gauss_newton:
+        # The model needs only the given states (the rollout of `actions`) and T Jacobians.
+        cost = problem.trajectory_cost(states, actions, params)
+        grad, hessian = gauss_newton_model(problem, actions, states, params)
+        grad = grad.reshape(T, nu)
+    else:
+        cost, grad = jax.value_and_grad(cost_fn)(actions, params)
     if config.order == "first":
         scale = jnp.asarray(_action_scale(problem))
         # Entries at a bound that the gradient pushes outwards would be clipped back: leave them
@@ -194,11 +255,9 @@ def _improve_one(problem: Problem, config: PodsConfig, actions, states, params):
         direction = jnp.where(norm > 0, -scale * scaled / safe, 0.0)
         lengths = config.step_size * 0.5 ** jnp.arange(config.line_search_steps)
     else:
-
-        def flat_cost(a):
-            return cost_fn(a.reshape(T, nu), params)
-
-        hessian = jax.hessian(flat_cost)(actions.reshape(-1))
+        if not gauss_newton:
+            hessian = jax.hessian(lambda a: cost_fn(a.reshape(T, nu), params))(
+                actions.reshape(-1))
         values, vectors = jnp.linalg.eigh(0.5 * (hessian + hessian.T))
         curvature = (vectors * (jnp.abs(values) + config.damping)) @ vectors.T
         # The Newton step within the box: min g'd + d'Cd/2 subject to a + d in the bounds, by
