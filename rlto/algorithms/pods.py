@@ -95,9 +95,10 @@ class PodsConfig(LearningConfig):
     """Step lengths the backtracking line search tries (the first, then halvings); all are
     evaluated as one batch, and the longest that lowers the cost is taken."""
     hessian: str = "gauss_newton"
-    """Second order: "gauss_newton" (from the step Jacobians, for the gradient's simulator
-    calls; the dynamics' curvature left out) or "exact" (jax.hessian of J(A): T nu more
-    gradients)."""
+    """Second order: "gauss_newton" (from the step Jacobians along the rollout, fewer
+    simulator calls than the gradient; the dynamics' curvature left out) or "exact"
+    (jax.hessian of J(A): T nu more gradients). Measured on lqr (README): the Gauss-Newton
+    second order reaches a 1% test gap after 5.8e4 calls, the first order after 6.0e6."""
     damping: float = 1e-3
     """Second order: added to the Hessian's absolute eigenvalues (Levenberg-Marquardt), in the
     cost's units per squared action unit; small gives the Newton step, large a short gradient
@@ -205,6 +206,7 @@ def gauss_newton_model(problem: Problem, actions, states, params):
     lx, lu = jax.vmap(jax.grad(running, argnums=(0, 1)))(states[:-1], actions, steps)
     (lxx, lxu), (_, luu) = jax.vmap(jax.hessian(running, argnums=(0, 1)))(
         states[:-1], actions, steps)
+
     def terminal(x):
         return problem.terminal_cost(x, params)
 
@@ -294,7 +296,9 @@ def _improve_batch(problem: Problem, config: PodsConfig, actions, states, params
 def improve(problem: Problem, config: PodsConfig, actions, states, params) -> Improvement:
     """`config.improvement_steps` improvements of n instances' actions (n, T, nu), whose states
     (n, T+1, nx) from params["x0"] are given (kept where no step lowers the cost). Actions are
-    clipped to the bounds first. Costs `sim_calls_per_step` less the policy rollout."""
+    clipped to the bounds first; the states must be those of the clipped actions (the
+    Gauss-Newton model linearises along them instead of re-simulating). Costs
+    `sim_calls_per_step` less the policy rollout."""
     actions = jnp.clip(jnp.asarray(actions, jnp.float64), problem.u_lower, problem.u_upper)
     params = {k: jnp.asarray(v) for k, v in params.items()}
     out = _improve_batch(problem, config, actions, jnp.asarray(states, jnp.float64), params)
