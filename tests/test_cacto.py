@@ -128,7 +128,8 @@ def test_episode_transitions_hold_monte_carlo_cost_to_go_and_skip_steps_before_t
     np.testing.assert_array_equal(tr["Vx"][row0], result.Vx[0, 2])
     assert tr["converged"].all()
     # An episode stopped by the iteration limit keeps its transitions, flagged unconverged.
-    capped = dataclasses.replace(result, status=np.array([0, 1]))
+    capped = dataclasses.replace(result, status=np.array([0, 1]),
+                                 converged=np.array([True, False]))
     flags = cacto.episode_transitions(problem, capped, params, t0, n_steps=3)["converged"]
     np.testing.assert_array_equal(flags, tr["params"]["x0"][:, 0] == -1.0)
 

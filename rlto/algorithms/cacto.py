@@ -50,7 +50,6 @@ from rlto.algorithms.common import (
 from rlto.evaluate import policy_rollout
 from rlto.nets import TIME_KEY, Policy, set_normalization, trainable
 from rlto.problem import Problem, ProblemError
-from rlto.solver import Status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -405,7 +404,7 @@ def episode_transitions(problem: Problem, result, params: dict, t0: np.ndarray,
         "t_boot": boot_step[episode, t].astype(np.float64),
         "bootstrap": bootstrap[episode, t],
         "Vx": np.asarray(result.Vx)[episode, t],
-        "converged": np.asarray(result.status)[episode] == int(Status.CONVERGED),
+        "converged": np.asarray(result.converged)[episode],
     }
 
 
@@ -487,7 +486,7 @@ def step(problem: Problem, config: CactoConfig, state: CactoState) -> tuple[Cact
                                          config)
     buffer = add_transitions(state.buffer, transitions)
     info = {"episodes": int(t0.shape[0]), "usable_episodes": int(usable_solves(result).sum()),
-            "converged_episodes": int(np.sum(result.status == int(Status.CONVERGED)))}
+            "converged_episodes": int(np.sum(result.converged))}
     update_calls = 0
     if int(buffer["size"]) > 0:
         device_buffer = jax.tree.map(jnp.asarray, buffer)
