@@ -170,11 +170,13 @@ def sim_calls_per_step(problem: Problem, config: PodsConfig) -> int:
     (jax.hessian pushes one tangent per action entry through the gradient): 2 N T * T nu.
     """
     n, T = config.n_problems, problem.horizon
-    per_improvement = 2 * n * T + config.line_search_steps * n * T
     if config.order == "second" and config.hessian == "gauss_newton":
-        per_improvement -= n * T
-    elif config.order == "second":
-        per_improvement += 2 * n * T * T * problem.nu
+        model = n * T
+    else:
+        model = 2 * n * T
+        if config.order == "second":
+            model += 2 * n * T * T * problem.nu
+    per_improvement = model + config.line_search_steps * n * T
     return n * T + config.improvement_steps * per_improvement
 
 
@@ -211,19 +213,23 @@ def gauss_newton_model(problem: Problem, actions, states, params):
         return problem.terminal_cost(x, params)
 
     lx_T, lxx_T = jax.grad(terminal)(states[-1]), jax.hessian(terminal)(states[-1])
-    picks = jnp.eye(T * nu, dtype=actions.dtype).reshape(T, nu, T * nu)  # E_t
 
     def propagate(sensitivity, step):
-        fx_t, fu_t, pick_t = step
-        return fx_t @ sensitivity + fu_t @ pick_t, sensitivity
+        t, fx_t, fu_t = step
+        # S_t has zero columns for a_t and later (causality): f_u E_t fills a_t's block.
+        after = jax.lax.dynamic_update_slice(fx_t @ sensitivity, fu_t, (0, t * nu))
+        return after, sensitivity
 
     sens_T, sens = jax.lax.scan(propagate, jnp.zeros((nx, T * nu), actions.dtype),
-                                (fx, fu, picks))  # S_T (nx, T nu); S_0..S_T-1 (T, nx, T nu)
-    grad = (jnp.einsum("tia,ti->a", sens, lx) + jnp.einsum("tka,tk->a", picks, lu)
-            + sens_T.T @ lx_T)
-    cross = jnp.einsum("tia,tik,tkb->ab", sens, lxu, picks)
-    hessian = (jnp.einsum("tia,tij,tjb->ab", sens, lxx, sens) + cross + cross.T
-               + jnp.einsum("tka,tkl,tlb->ab", picks, luu, picks) + sens_T.T @ lxx_T @ sens_T)
+                                (steps, fx, fu))  # S_T (nx, T nu); S_0..S_T-1 (T, nx, T nu)
+    # E_t' v places v in a_t's block, so the l_u and l_uu terms are the stacked l_u and the
+    # block diagonal of the l_uu, and l_xu's term fills a_t's columns.
+    grad = jnp.einsum("tia,ti->a", sens, lx) + lu.reshape(-1) + sens_T.T @ lx_T
+    cross = jnp.einsum("tia,tik->atk", sens, lxu).reshape(T * nu, T * nu)
+    control = (jnp.eye(T, dtype=luu.dtype)[:, None, :, None] * luu[:, :, None, :]).reshape(
+        T * nu, T * nu)
+    hessian = (jnp.einsum("tia,tij,tjb->ab", sens, lxx, sens) + cross + cross.T + control
+               + sens_T.T @ lxx_T @ sens_T)
     return grad, hessian
 
 
