@@ -167,7 +167,9 @@ class CactoSlConfig(CactoConfig):
     """Weight of ||dV/dx - Vx||^2 in normalised units (see CactoConfig). Measured (README):
     1 needs a fifth of CACTO's episodes on single_integrator, where 0.1 leaves two of three
     seeds stuck; on manipulator3 0.1 ends below CACTO (mean hard-region TO cost -24.0 against
-    -21.1 after 4000 episodes), where 1 ends at -12."""
+    -21.1 after 4000 episodes), where 1 ends at -12. Not a matter of the targets' size: their
+    mean square in these units is 4-20 on single_integrator and 3-4 on manipulator3, so
+    dividing the term by it would raise the manipulator's weight, not lower it."""
 
 
 class CactoState(NamedTuple):
