@@ -853,10 +853,15 @@ def warm_start_solutions(
     """TO of the instances `params` from each of WARM_STARTS: name -> Result.
 
     key draws the random states and controls (see _random_states, _random_controls); the two
-    random warm starts share their controls."""
+    random warm starts share their controls. Where a policy's rollout diverged (an RL policy
+    can drive e.g. the manipulator's integration to overflow), its controls from the first
+    non-finite one on are zero: the policy's warm start is what it proposed before that."""
     problem.check_params(params)
     n, T = np.shape(params["x0"])[0], problem.horizon
     _, us, _ = policy_rollout(problem, policy, params)
+    us = np.asarray(us, dtype=np.float64)
+    finite_so_far = np.cumprod(np.isfinite(us).all(axis=2), axis=1).astype(bool)  # (n, T)
+    us = np.where(finite_so_far[:, :, None], us, 0.0)
     x0 = np.asarray(params["x0"], dtype=np.float64)
     key_controls, key_states = jax.random.split(key)
     random_us = _random_controls(problem, key_controls, n)

@@ -311,6 +311,26 @@ def test_warm_start_comparison_on_a_convex_problem_finds_only_ties():
     assert table["share_best"] == 1.0
 
 
+def test_warm_start_solutions_take_a_diverged_rollouts_finite_prefix():
+    """A policy whose controls turn NaN (a diverged rollout) on one instance from step 5 on:
+    the study does not raise, and that instance's policy warm start is its first five controls
+    followed by zeros, as if passed by hand; the other instances keep their rollout's controls."""
+    problem = rlto.make("single_integrator", horizon=20)
+    params = {k: np.asarray(v) for k, v in problem.sample(jax.random.key(1), 3).items()}
+    x0_bad = jnp.asarray(params["x0"][1])
+
+    def policy(x, p):
+        bad = jnp.all(p["x0"] == x0_bad) & (p[TIME_KEY] >= 5)
+        return jnp.where(bad, jnp.nan, jnp.full(2, 0.5))
+
+    solutions = warm_start_solutions(problem, policy, params, jax.random.key(2), max_iter=5)
+    expected = np.full((3, 20, 2), 0.5)
+    expected[1, 5:] = 0.0
+    by_hand = rlto.solve(problem, params, init=expected, max_iter=5, tol=1e-6)
+    np.testing.assert_allclose(solutions["policy"].cost, by_hand.cost, rtol=1e-12)
+    assert np.isfinite(solutions["policy"].cost).all()
+
+
 def test_warm_start_comparison_counts_by_hand():
     """Four instances: the policy wins, ties within 1e-5 relative, loses, and ties with one
     start while another is better."""
