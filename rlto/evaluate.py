@@ -780,6 +780,16 @@ def warm_start_study(
     return warm_start_numbers(rollout_cost, from_policy, from_zero, tol, max_iter)
 
 
+def finite_prefix(us) -> np.ndarray:
+    """A policy rollout's controls (n, T, nu) as a TO warm start: where the rollout diverged (a
+    policy can drive e.g. the manipulator's integration to overflow), the controls from the
+    first non-finite one on are zero, so the warm start is what the policy proposed before
+    that, and the solver, which rightly refuses a non-finite guess, takes the whole batch."""
+    us = np.asarray(us, dtype=np.float64)
+    finite_so_far = np.cumprod(np.isfinite(us).all(axis=2), axis=1).astype(bool)  # (n, T)
+    return np.where(finite_so_far[:, :, None], us, 0.0)
+
+
 def warm_start_pair(
     problem: Problem, policy: Policy, params, tol: float = 1e-6, max_iter: int = 200
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], Result, Result]:
@@ -787,7 +797,8 @@ def warm_start_pair(
     controls and from the problem's default start, `init=None` (zero controls or its
     initial_controls; seed 002's Figs. 6 and 7)."""
     rollout = policy_rollout(problem, policy, params)
-    from_policy = solve(problem, params, init=rollout[1], max_iter=max_iter, tol=tol)
+    from_policy = solve(problem, params, init=finite_prefix(rollout[1]), max_iter=max_iter,
+                        tol=tol)
     from_zero = solve(problem, params, init=None, max_iter=max_iter, tol=tol)
     return rollout, from_policy, from_zero
 
@@ -853,15 +864,11 @@ def warm_start_solutions(
     """TO of the instances `params` from each of WARM_STARTS: name -> Result.
 
     key draws the random states and controls (see _random_states, _random_controls); the two
-    random warm starts share their controls. Where a policy's rollout diverged (an RL policy
-    can drive e.g. the manipulator's integration to overflow), its controls from the first
-    non-finite one on are zero: the policy's warm start is what it proposed before that."""
+    random warm starts share their controls; the policy's are `finite_prefix` of its
+    rollout's."""
     problem.check_params(params)
     n, T = np.shape(params["x0"])[0], problem.horizon
-    _, us, _ = policy_rollout(problem, policy, params)
-    us = np.asarray(us, dtype=np.float64)
-    finite_so_far = np.cumprod(np.isfinite(us).all(axis=2), axis=1).astype(bool)  # (n, T)
-    us = np.where(finite_so_far[:, :, None], us, 0.0)
+    us = finite_prefix(policy_rollout(problem, policy, params)[1])
     x0 = np.asarray(params["x0"], dtype=np.float64)
     key_controls, key_states = jax.random.split(key)
     random_us = _random_controls(problem, key_controls, n)

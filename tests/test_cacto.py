@@ -16,7 +16,7 @@ import rlto
 from benchmarks.cacto_oned import oned_dynamic_programming
 from rlto import ProblemError
 from rlto.algorithms import cacto, common
-from rlto.evaluate import warm_start_comparison, warm_start_solutions
+from rlto.evaluate import warm_start_comparison, warm_start_pair, warm_start_solutions
 from rlto.losses import td_n_targets
 from rlto.nets import TIME_KEY, trainable
 
@@ -311,10 +311,11 @@ def test_warm_start_comparison_on_a_convex_problem_finds_only_ties():
     assert table["share_best"] == 1.0
 
 
-def test_warm_start_solutions_take_a_diverged_rollouts_finite_prefix():
+def test_warm_starts_take_a_diverged_rollouts_finite_prefix():
     """A policy whose controls turn NaN (a diverged rollout) on one instance from step 5 on:
-    the study does not raise, and that instance's policy warm start is its first five controls
-    followed by zeros, as if passed by hand; the other instances keep their rollout's controls."""
+    neither warm-start study (CACTO's table, Fig. 7's pair) raises, and that instance's policy
+    warm start is its first five controls followed by zeros, as if passed by hand; the other
+    instances keep their rollout's controls."""
     problem = rlto.make("single_integrator", horizon=20)
     params = {k: np.asarray(v) for k, v in problem.sample(jax.random.key(1), 3).items()}
     x0_bad = jnp.asarray(params["x0"][1])
@@ -329,6 +330,9 @@ def test_warm_start_solutions_take_a_diverged_rollouts_finite_prefix():
     by_hand = rlto.solve(problem, params, init=expected, max_iter=5, tol=1e-6)
     np.testing.assert_allclose(solutions["policy"].cost, by_hand.cost, rtol=1e-12)
     assert np.isfinite(solutions["policy"].cost).all()
+    # Fig. 7's study takes the same warm start.
+    _, from_policy, _ = warm_start_pair(problem, policy, params, tol=1e-6, max_iter=5)
+    np.testing.assert_allclose(from_policy.cost, by_hand.cost, rtol=1e-12)
 
 
 def test_warm_start_comparison_counts_by_hand():
