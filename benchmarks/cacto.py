@@ -36,6 +36,7 @@ import shlex
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -137,21 +138,75 @@ def run_job(job: Job) -> list[dict]:
                    job.eval_every, instances, job.max_iter)
 
 
-def run_jobs(jobs: list[Job], processes: int) -> list[list[dict]]:
-    """Every job's evaluations, in order: here for processes == 1, else in a pool of spawned
-    processes (fork would copy JAX's threads). One CACTO or RL run keeps about one core busy,
-    so two processes on a 2-core machine halve the time without changing wall seconds much."""
+def job_key(job: Job) -> str:
+    """A job as canonical JSON: a saved run is reused only for an identical job."""
+    return json.dumps(job._asdict(), sort_keys=True, default=_jsonable)
+
+
+def run_jobs(jobs: list[Job], processes: int, saved: Path) -> list[list[dict] | None]:
+    """Every job's evaluations, in order (None for a job that raised: its traceback is printed
+    and the others go on), here for processes == 1, else in a pool of spawned processes (fork
+    would copy JAX's threads). One CACTO or RL run keeps about one core busy, so two processes
+    on a 2-core machine halve the time without changing wall seconds much.
+
+    Each finished run is written to saved/<problem>_<variant>_<seed>.json as it completes, and
+    a run already saved there for the identical job is read instead of run again, so a killed
+    benchmark resumes with its finished runs kept."""
+    saved.mkdir(parents=True, exist_ok=True)
+    paths = [saved / f"{job.problem}_{job.variant}_{job.seed}.json" for job in jobs]
+    runs: list[list[dict] | None] = [None] * len(jobs)
+    todo = []
+    for i, (job, path) in enumerate(zip(jobs, paths, strict=True)):
+        if path.exists() and json.loads(path.read_text())["job"] == job_key(job):
+            runs[i] = json.loads(path.read_text())["evaluations"]
+            print(f"{job.problem} {job.variant} seed {job.seed}: read from {path}", flush=True)
+        else:
+            todo.append(i)
+
+    def finish(i: int, outcome: concurrent.futures.Future) -> None:
+        job = jobs[i]
+        if outcome.exception() is not None:
+            error = outcome.exception()
+            print(f"{job.problem} {job.variant} seed {job.seed} FAILED:", flush=True)
+            traceback.print_exception(error)
+            return
+        runs[i] = outcome.result()
+        paths[i].write_text(json.dumps({"job": job_key(job), "evaluations": runs[i]},
+                                       default=_jsonable))
+
     if processes <= 1:
-        return [run_job(job) for job in jobs]
+        for i in todo:
+            outcome: concurrent.futures.Future = concurrent.futures.Future()
+            try:
+                outcome.set_result(run_job(jobs[i]))
+            except Exception as error:  # noqa: BLE001 - reported, the other runs go on
+                outcome.set_exception(error)
+            finish(i, outcome)
+        return runs
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
-        return list(pool.map(run_job, jobs))
+        futures = {pool.submit(run_job, jobs[i]): i for i in todo}
+        for outcome in concurrent.futures.as_completed(futures):
+            finish(futures[outcome], outcome)
+    return runs
+
+
+def mean_cost_text(table: dict) -> str:
+    """The hard-region mean TO cost from the policy, or how many instances have no finite one."""
+    if table["cost_policy_mean"] is None:
+        return f"not finite on {table.get('cost_policy_nonfinite', '?')} of {table['n']}"
+    return f"{table['cost_policy_mean']:.4g}"
+
+
+def number(value: float | None) -> float:
+    """A JSON number as a float: None (a non-finite value, or a key not measured) is NaN."""
+    return math.nan if value is None else float(value)
 
 
 def progress_line(table: dict) -> str:
     shares = ", ".join(f"< {label} {table[f'share_lower_than_{key}']:.1%}"
                        for key, label in WARM_STARTS)
-    return f"{shares}, mean cost {table['cost_policy_mean']:.4g}"
+    return f"{shares}, mean cost {mean_cost_text(table)}"
 
 
 def run_rl(problem, algo: str, seed: int, seconds: float, instances: dict, max_iter: int,
@@ -196,11 +251,12 @@ def plot_problem(problem_name: str, results: dict[str, list[list[dict]]], path: 
             ax.plot(x, scale * median, marker="o", label=variant)
             ax.fill_between(x, scale * lo, scale * hi, alpha=0.2)
     first = next(iter(results.values()))[0][-1]
-    ax_cost.axhline(first["cost_random_mean"], color="gray", ls="--", label="TO from random")
+    ax_cost.axhline(number(first["cost_random_mean"]), color="gray", ls="--",
+                    label="TO from random")
     if "cost_random_controls_mean" in first:
-        ax_cost.axhline(first["cost_random_controls_mean"], color="gray", ls="-.",
+        ax_cost.axhline(number(first["cost_random_controls_mean"]), color="gray", ls="-.",
                         label="TO from random controls")
-    ax_cost.axhline(first["cost_ics_mean"], color="black", ls=":", label="TO from ICS")
+    ax_cost.axhline(number(first["cost_ics_mean"]), color="black", ls=":", label="TO from ICS")
     ax_cost.set(xlabel="TO episodes", ylabel="hard-region mean TO cost",
                 title="TO warm-started by the actor")
     ax_share.set(xlabel="TO episodes", ylabel="% strictly below TO from random", ylim=(0, 100))
@@ -246,15 +302,14 @@ def plot_policies(problem_name: str, results: dict[str, list[list[dict]]], path:
     first = next(iter(final.values()))
     names = [*final, *(label for key, label in WARM_STARTS if f"cost_{key}_mean" in first[0])]
     means, stds = [], []
-    for evaluations in final.values():
-        costs = [f["cost_policy_mean"] for f in evaluations]
-        means.append(np.mean(costs))
-        stds.append(np.std(costs))
-    for key, _ in WARM_STARTS:
-        if f"cost_{key}_mean" in first[0]:
-            costs = [f[f"cost_{key}_mean"] for f in first]
-            means.append(np.mean(costs))
-            stds.append(np.std(costs))
+    for costs in [[f["cost_policy_mean"] for f in evaluations] for evaluations in final.values()
+                  ] + [[f[f"cost_{key}_mean"] for f in first] for key, _ in WARM_STARTS
+                       if f"cost_{key}_mean" in first[0]]:
+        # A run whose mean is not finite (None) is left out of its bar: the table counts it.
+        costs = np.asarray(costs, dtype=float)
+        finite = costs[np.isfinite(costs)]
+        means.append(finite.mean() if finite.size else np.nan)
+        stds.append(finite.std() if finite.size else np.nan)
     colors = ["C0"] * len(final) + ["gray"] * (len(names) - len(final))
     ax_cost.bar(names, means, yerr=stds, color=colors, capsize=4)
     ax_cost.set(ylabel="hard-region mean TO cost", title="TO warm-started by each policy "
@@ -311,15 +366,19 @@ def markdown(out: Path) -> str:
                                              for f in final])
                 return f"{np.median(v):.1f} ({low_equal:.1f}) [{v.min():.1f}, {v.max():.1f}]"
 
-            costs = np.array([f["cost_policy_mean"] for f in final])
+            costs = np.array([f["cost_policy_mean"] for f in final], dtype=float)
+            finite = costs[np.isfinite(costs)]
+            cost_text = (f"{np.mean(finite):.4g} ({np.std(finite):.3g})" if finite.size else "-")
+            if finite.size < costs.size:
+                cost_text += f", {costs.size - finite.size} runs not finite"
             published = PUBLISHED.get(problem_name, ("-", "-"))
             target = PUBLISHED_MINUTES.get(problem_name)
             lines.append(
                 f"| {problem_name} | {variant} | {len(runs)} | {final[0]['episodes']} "
                 + "".join(f"| {share(f'share_lower_than_{key}')} " for key, _ in WARM_STARTS)
                 + f"| {median_percent(final, 'share_best')} "
-                + f"| {published[0]}, {published[1]} | {costs.mean():.4g} ({costs.std():.3g}) "
-                + "".join(f"| {final[0].get(f'cost_{key}_mean', math.nan):.4g} "
+                + f"| {published[0]}, {published[1]} | {cost_text} "
+                + "".join(f"| {number(final[0].get(f'cost_{key}_mean')):.4g} "
                           for key, _ in WARM_STARTS)
                 + f"| {np.median([f['wall_seconds'] for f in final]) / 60:.2f} "
                 f"| {'-' if target is None else f'{target / 10:.1f}'} |"
@@ -383,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
                     for v in args.variants.split(",") if v not in RL_VARIANTS},
     }
     args.out.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
     for problem_name in args.problems.split(","):
         if hard_region(rlto.make(problem_name, **overrides)) is None:
             raise ProblemError(f"{problem_name} has no hard region; use one of {list(PUBLISHED)}.")
@@ -393,9 +453,16 @@ def main(argv: list[str] | None = None) -> int:
         jobs = [Job(problem_name, overrides, variant, seed, options, rl_options, args.loops,
                     args.eval_every, args.max_iter, args.rl_seconds)
                 for variant in variants for seed in range(args.seeds)]
-        runs = run_jobs(jobs, args.jobs)
+        runs = run_jobs(jobs, args.jobs, args.out / "runs")
+        failed += [f"{job.problem} {job.variant} seed {job.seed}"
+                   for job, run in zip(jobs, runs, strict=True) if run is None]
         results = {variant: [run for job, run in zip(jobs, runs, strict=True)
-                             if job.variant == variant] for variant in variants}
+                             if job.variant == variant and run is not None]
+                   for variant in variants}
+        results = {variant: variant_runs for variant, variant_runs in results.items()
+                   if variant_runs}
+        if not results:
+            continue
         (args.out / f"cacto_{problem_name}.json").write_text(json.dumps(
             {"settings": settings, "results": results}, indent=2, default=_jsonable))
         plot_problem(problem_name, results, args.out / f"cacto_{problem_name}.png")
@@ -403,6 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(args.out)
     (args.out / "cacto.md").write_text(table)
     print(table)
+    if failed:
+        print(f"{len(failed)} runs failed (left out above; tracebacks printed): "
+              f"{'; '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -780,13 +780,16 @@ def warm_start_study(
     return warm_start_numbers(rollout_cost, from_policy, from_zero, tol, max_iter)
 
 
-def finite_prefix(us) -> np.ndarray:
-    """A policy rollout's controls (n, T, nu) as a TO warm start: where the rollout diverged (a
-    policy can drive e.g. the manipulator's integration to overflow), the controls from the
-    first non-finite one on are zero, so the warm start is what the policy proposed before
-    that, and the solver, which rightly refuses a non-finite guess, takes the whole batch."""
-    us = np.asarray(us, dtype=np.float64)
-    finite_so_far = np.cumprod(np.isfinite(us).all(axis=2), axis=1).astype(bool)  # (n, T)
+def finite_prefix(xs, us) -> np.ndarray:
+    """A policy rollout's states (n, T+1, nx) and controls (n, T, nu) -> controls (n, T, nu) for
+    a TO warm start: where the rollout diverged (a policy can drive e.g. the manipulator's
+    integration to overflow), the controls from the first step whose control or next state is
+    non-finite on are zero, so the warm start is what the policy proposed before that, and the
+    solver, which rightly refuses a non-finite guess and stops on a non-finite cost, takes the
+    whole batch."""
+    xs, us = np.asarray(xs, dtype=np.float64), np.asarray(us, dtype=np.float64)
+    step_finite = np.isfinite(us).all(axis=2) & np.isfinite(xs[:, 1:]).all(axis=2)  # (n, T)
+    finite_so_far = np.cumprod(step_finite, axis=1).astype(bool)
     return np.where(finite_so_far[:, :, None], us, 0.0)
 
 
@@ -797,7 +800,7 @@ def warm_start_pair(
     controls and from the problem's default start, `init=None` (zero controls or its
     initial_controls; seed 002's Figs. 6 and 7)."""
     rollout = policy_rollout(problem, policy, params)
-    from_policy = solve(problem, params, init=finite_prefix(rollout[1]), max_iter=max_iter,
+    from_policy = solve(problem, params, init=finite_prefix(*rollout[:2]), max_iter=max_iter,
                         tol=tol)
     from_zero = solve(problem, params, init=None, max_iter=max_iter, tol=tol)
     return rollout, from_policy, from_zero
@@ -868,7 +871,7 @@ def warm_start_solutions(
     rollout's."""
     problem.check_params(params)
     n, T = np.shape(params["x0"])[0], problem.horizon
-    us = finite_prefix(policy_rollout(problem, policy, params)[1])
+    us = finite_prefix(*policy_rollout(problem, policy, params)[:2])
     x0 = np.asarray(params["x0"], dtype=np.float64)
     key_controls, key_states = jax.random.split(key)
     random_us = _random_controls(problem, key_controls, n)
@@ -889,7 +892,8 @@ def warm_start_comparison(solutions: Mapping[str, Result], equal_rtol: float = 1
     warm start present (random, random_controls, ics). Costs within
     equal_rtol * max(|c|, 1) count as equal.
 
-    Returns a JSON-ready dict: per instance cost_<name> (lists), cost_<name>_{mean,std,median},
+    Returns a JSON-ready dict: per instance cost_<name> (lists), cost_<name>_{mean,std,median}
+    (None when any instance's cost is not finite), cost_<name>_nonfinite (their count),
     share_{lower,lower_equal}_than_<name> for each other name, share_best (the policy's warm
     start reaches the lowest cost of all warm starts, within the same tolerance; a strict share
     is at most share_best minus the instances where that other start reaches it too), and n.
@@ -902,6 +906,7 @@ def warm_start_comparison(solutions: Mapping[str, Result], equal_rtol: float = 1
         out[f"cost_{name}_mean"] = _json_number(float(np.mean(cost)))
         out[f"cost_{name}_std"] = _json_number(float(np.std(cost)))
         out[f"cost_{name}_median"] = _json_number(float(np.median(cost)))
+        out[f"cost_{name}_nonfinite"] = int(np.sum(~np.isfinite(cost)))
     mine = costs["policy"]
     for other in (name for name in costs if name != "policy"):
         theirs = costs[other]

@@ -16,7 +16,12 @@ import rlto
 from benchmarks.cacto_oned import oned_dynamic_programming
 from rlto import ProblemError
 from rlto.algorithms import cacto, common
-from rlto.evaluate import warm_start_comparison, warm_start_pair, warm_start_solutions
+from rlto.evaluate import (
+    finite_prefix,
+    warm_start_comparison,
+    warm_start_pair,
+    warm_start_solutions,
+)
 from rlto.losses import td_n_targets
 from rlto.nets import TIME_KEY, trainable
 
@@ -281,6 +286,41 @@ def test_cacto_benchmark_grammar_and_table(tmp_path):
         json.dumps({"settings": settings, "results": {"cacto": [[old]]}}))
     assert "| - | 75.0 (100.0) [75.0, 75.0] | 50.0 (50.0) [50.0, 50.0] | - | 100.0, 92.9 " \
            "| -2 (0) | nan | 1 | 0.5 |" in bench.markdown(tmp_path)
+    # a run whose TO cost is not finite on some instance (mean None): counted, not averaged
+    runs[1][-1]["cost_policy_mean"], runs[1][-1]["cost_policy_nonfinite"] = None, 2
+    (tmp_path / "cacto_car.json").write_text(
+        json.dumps({"settings": settings, "results": {"cacto": runs}}))
+    assert "| -2 (0), 1 runs not finite |" in bench.markdown(tmp_path)
+    assert bench.progress_line({**runs[1][-1], "n": 9}).endswith("mean cost not finite on 2 of 9")
+
+
+def test_cacto_benchmark_saves_each_run_and_survives_a_failed_one(tmp_path, monkeypatch, capsys):
+    """run_jobs: a job that raises is reported and left out (None) while the others are saved
+    as they finish; a second call reads the saved runs instead of running them again, and runs
+    a job whose settings changed."""
+    from benchmarks import cacto as bench
+
+    calls = []
+
+    def run_job(job):
+        calls.append((job.variant, job.seed))
+        if job.seed == 1:
+            raise FloatingPointError("diverged")
+        return [{"loop": job.loops, "seed": job.seed}]
+
+    monkeypatch.setattr(bench, "run_job", run_job)
+    jobs = [bench.Job("car", {}, "cacto", seed, {"hidden": (8, 8)}, {}, 2, 1, 10, 1.0)
+            for seed in range(3)]
+    runs = bench.run_jobs(jobs, 1, tmp_path / "runs")
+    assert runs == [[{"loop": 2, "seed": 0}], None, [{"loop": 2, "seed": 2}]]
+    assert "cacto seed 1 FAILED" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["car_cacto_0.json",
+                                                                     "car_cacto_2.json"]
+    calls.clear()
+    jobs[2] = jobs[2]._replace(loops=3)
+    runs = bench.run_jobs(jobs, 1, tmp_path / "runs")
+    assert calls == [("cacto", 1), ("cacto", 2)]
+    assert runs == [[{"loop": 2, "seed": 0}], None, [{"loop": 3, "seed": 2}]]
 
 
 @pytest.mark.slow
@@ -333,6 +373,31 @@ def test_warm_starts_take_a_diverged_rollouts_finite_prefix():
     # Fig. 7's study takes the same warm start.
     _, from_policy, _ = warm_start_pair(problem, policy, params, tol=1e-6, max_iter=5)
     np.testing.assert_allclose(from_policy.cost, by_hand.cost, rtol=1e-12)
+
+
+def test_finite_prefix_cuts_at_the_first_non_finite_control_or_next_state():
+    """Instance 0 is finite throughout; instance 1's state overflows after step 3 with finite
+    controls (so step 3's control, which produced it, is cut too); instance 2's control turns
+    NaN at step 6. Each keeps its controls up to the cut and has zeros from it on."""
+    xs, us = np.ones((3, 11, 2)), np.full((3, 10, 1), 0.5)
+    xs[1, 4:] = np.inf
+    us[2, 6:] = np.nan
+    expected = np.full((3, 10, 1), 0.5)
+    expected[1, 3:] = 0.0
+    expected[2, 6:] = 0.0
+    np.testing.assert_array_equal(finite_prefix(xs, us), expected)
+
+
+def test_warm_start_comparison_counts_non_finite_costs():
+    """A policy warm start whose TO ended with a non-finite cost on one instance: its mean is
+    None (JSON null), the count says which, and it is never counted as lower."""
+    from types import SimpleNamespace
+
+    costs = {"policy": [1.0, np.inf], "random": [2.0, 3.0], "ics": [0.5, 4.0]}
+    table = warm_start_comparison({k: SimpleNamespace(cost=np.array(v)) for k, v in costs.items()})
+    assert table["cost_policy_mean"] is None and table["cost_policy_nonfinite"] == 1
+    assert table["cost_random_nonfinite"] == 0 and table["cost_random_mean"] == 2.5
+    assert table["share_lower_than_random"] == 0.5 and table["share_lower_than_ics"] == 0.0
 
 
 def test_warm_start_comparison_counts_by_hand():
