@@ -151,7 +151,8 @@ def run_jobs(jobs: list[Job], processes: int, saved: Path) -> list[list[dict] | 
 
     Each finished run is written to saved/<problem>_<variant>_<seed>.json as it completes, and
     a run already saved there for the identical job is read instead of run again, so a killed
-    benchmark resumes with its finished runs kept."""
+    benchmark resumes with its finished runs kept (delete a saved run to measure it again
+    after a change of the code)."""
     saved.mkdir(parents=True, exist_ok=True)
     paths = [saved / f"{job.problem}_{job.variant}_{job.seed}.json" for job in jobs]
     runs: list[list[dict] | None] = [None] * len(jobs)

@@ -780,17 +780,36 @@ def warm_start_study(
     return warm_start_numbers(rollout_cost, from_policy, from_zero, tol, max_iter)
 
 
-def finite_prefix(xs, us) -> np.ndarray:
-    """A policy rollout's states (n, T+1, nx) and controls (n, T, nu) -> controls (n, T, nu) for
-    a TO warm start: where the rollout diverged (a policy can drive e.g. the manipulator's
-    integration to overflow), the controls from the first step whose control or next state is
-    non-finite on are zero, so the warm start is what the policy proposed before that, and the
-    solver, which rightly refuses a non-finite guess and stops on a non-finite cost, takes the
-    whole batch."""
-    xs, us = np.asarray(xs, dtype=np.float64), np.asarray(us, dtype=np.float64)
-    step_finite = np.isfinite(us).all(axis=2) & np.isfinite(xs[:, 1:]).all(axis=2)  # (n, T)
-    finite_so_far = np.cumprod(step_finite, axis=1).astype(bool)
-    return np.where(finite_so_far[:, :, None], us, 0.0)
+def finite_prefix(problem: Problem, params, us) -> np.ndarray:
+    """A policy rollout's controls us (n, T, nu) of the instances params -> controls (n, T, nu)
+    for a TO warm start: each instance keeps the longest prefix of its controls after which
+    zero controls give a finite trajectory cost, and zeros from there on.
+
+    Where the rollout stayed finite that is all of it. Where it diverged (NaN controls, or a
+    policy that drives e.g. the manipulator's explicit Euler integration to overflow with
+    bounded torques), cutting at the first non-finite control or state is not enough: the state
+    just before it is already so fast that zero torque from there overflows too. The solver
+    rightly refuses a non-finite guess and stops on a non-finite cost, so this is the most of
+    the policy's proposal that TO can start from. All zeros is the last resort."""
+    us = np.asarray(us, dtype=np.float64)
+    n, T = us.shape[:2]
+    steps = jnp.arange(T)
+
+    def cost_with_zeros_from(u, instance, cut):
+        u = jnp.where((steps < cut)[:, None], u, 0.0)
+        return problem.trajectory_cost(problem.rollout(u, instance), u, instance)
+
+    costs = jax.jit(jax.vmap(cost_with_zeros_from, (0, 0, None)))(us, params, T)
+    cut = np.full(n, T)
+    diverged = np.nonzero(~np.isfinite(np.asarray(costs)))[0]
+    if diverged.size:
+        instances = jax.tree.map(lambda a: jnp.asarray(a)[diverged], dict(params))
+        every_cut = jax.jit(jax.vmap(jax.vmap(cost_with_zeros_from, (None, None, 0)),
+                                     (0, 0, None)))(us[diverged], instances, jnp.arange(T))
+        finite = np.isfinite(np.asarray(every_cut))  # (d, T): cut at t = 0 .. T-1
+        cut[diverged] = np.where(finite.any(axis=1), T - 1 - np.argmax(finite[:, ::-1], axis=1),
+                                 0)
+    return np.where((np.arange(T)[None] < cut[:, None])[:, :, None], us, 0.0)
 
 
 def warm_start_pair(
@@ -800,8 +819,8 @@ def warm_start_pair(
     controls and from the problem's default start, `init=None` (zero controls or its
     initial_controls; seed 002's Figs. 6 and 7)."""
     rollout = policy_rollout(problem, policy, params)
-    from_policy = solve(problem, params, init=finite_prefix(*rollout[:2]), max_iter=max_iter,
-                        tol=tol)
+    from_policy = solve(problem, params, init=finite_prefix(problem, params, rollout[1]),
+                        max_iter=max_iter, tol=tol)
     from_zero = solve(problem, params, init=None, max_iter=max_iter, tol=tol)
     return rollout, from_policy, from_zero
 
@@ -871,7 +890,7 @@ def warm_start_solutions(
     rollout's."""
     problem.check_params(params)
     n, T = np.shape(params["x0"])[0], problem.horizon
-    us = finite_prefix(*policy_rollout(problem, policy, params)[:2])
+    us = finite_prefix(problem, params, policy_rollout(problem, policy, params)[1])
     x0 = np.asarray(params["x0"], dtype=np.float64)
     key_controls, key_states = jax.random.split(key)
     random_us = _random_controls(problem, key_controls, n)

@@ -18,6 +18,7 @@ from rlto import ProblemError
 from rlto.algorithms import cacto, common
 from rlto.evaluate import (
     finite_prefix,
+    hard_region,
     warm_start_comparison,
     warm_start_pair,
     warm_start_solutions,
@@ -375,17 +376,47 @@ def test_warm_starts_take_a_diverged_rollouts_finite_prefix():
     np.testing.assert_allclose(from_policy.cost, by_hand.cost, rtol=1e-12)
 
 
-def test_finite_prefix_cuts_at_the_first_non_finite_control_or_next_state():
-    """Instance 0 is finite throughout; instance 1's state overflows after step 3 with finite
-    controls (so step 3's control, which produced it, is cut too); instance 2's control turns
-    NaN at step 6. Each keeps its controls up to the cut and has zeros from it on."""
-    xs, us = np.ones((3, 11, 2)), np.full((3, 10, 1), 0.5)
-    xs[1, 4:] = np.inf
+def test_finite_prefix_keeps_the_longest_prefix_with_a_finite_cost():
+    """single_integrator: instance 0 is finite throughout; instance 1 has a finite but enormous
+    control at step 3 (its squared cost overflows), instance 2 NaN controls from step 6 on.
+    Each keeps its controls before the first step that makes the cost non-finite, zeros after."""
+    problem = rlto.make("single_integrator", horizon=10)
+    params = {k: np.asarray(v) for k, v in problem.sample(jax.random.key(0), 3).items()}
+    us = np.full((3, 10, 2), 0.5)
+    us[1, 3] = 1e200
     us[2, 6:] = np.nan
-    expected = np.full((3, 10, 1), 0.5)
+    expected = np.full((3, 10, 2), 0.5)
     expected[1, 3:] = 0.0
     expected[2, 6:] = 0.0
-    np.testing.assert_array_equal(finite_prefix(xs, us), expected)
+    np.testing.assert_array_equal(finite_prefix(problem, params, us), expected)
+
+
+def test_finite_prefix_of_a_manipulator_rollout_that_overflows_with_bounded_torques():
+    """Full torque on every joint drives manipulator3's explicit Euler integration to overflow
+    from some hard-region states, with every control finite. The warm start then has a finite
+    cost, and it is the longest such prefix: one more step of the policy's controls (then
+    zeros) would make it non-finite."""
+    problem = rlto.make("manipulator3")
+    params = {"x0": hard_region(problem)["x0"][::6]}
+    n, T = len(params["x0"]), problem.horizon
+    us = np.broadcast_to(np.asarray(problem.u_upper), (n, T, 3)).copy()
+    us[:, :, 1] *= -1
+
+    def costs(controls):
+        xs = jax.vmap(problem.rollout)(jnp.asarray(controls), params)
+        return np.asarray(jax.vmap(problem.trajectory_cost)(xs, jnp.asarray(controls), params))
+
+    diverged = ~np.isfinite(costs(us))
+    assert diverged.any() and not diverged.all()
+    warm = finite_prefix(problem, params, us)
+    assert np.isfinite(costs(warm)).all()
+    np.testing.assert_array_equal(warm[~diverged], us[~diverged])
+    kept = (warm != 0).any(axis=2).sum(axis=1)  # steps of the policy's controls kept
+    assert (kept[diverged] < T).all()
+    one_more = warm.copy()
+    for i in np.nonzero(diverged)[0]:
+        one_more[i, kept[i]] = us[i, kept[i]]
+    assert not np.isfinite(costs(one_more)[diverged]).any()
 
 
 def test_warm_start_comparison_counts_non_finite_costs():
