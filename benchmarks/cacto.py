@@ -309,10 +309,13 @@ def plot_policies(problem_name: str, results: dict[str, list[list[dict]]], path:
         # A run whose mean is not finite (None) is left out of its bar: the table counts it.
         costs = np.asarray(costs, dtype=float)
         finite = costs[np.isfinite(costs)]
-        means.append(finite.mean() if finite.size else np.nan)
-        stds.append(finite.std() if finite.size else np.nan)
+        with np.errstate(over="ignore"):
+            means.append(finite.mean() if finite.size else np.nan)
+            stds.append(finite.std() if finite.size else np.nan)
     colors = ["C0"] * len(final) + ["gray"] * (len(names) - len(final))
     ax_cost.bar(names, means, yerr=stds, color=colors, capsize=4)
+    if np.nanmax(np.abs(means)) > 1e4:  # a run whose TO from the policy diverged (1e200 and up)
+        ax_cost.set_yscale("symlog")
     ax_cost.set(ylabel="hard-region mean TO cost", title="TO warm-started by each policy "
                 "(mean, std over runs)")
     ax_cost.tick_params(axis="x", rotation=30)
@@ -369,7 +372,9 @@ def markdown(out: Path) -> str:
 
             costs = np.array([f["cost_policy_mean"] for f in final], dtype=float)
             finite = costs[np.isfinite(costs)]
-            cost_text = (f"{np.mean(finite):.4g} ({np.std(finite):.3g})" if finite.size else "-")
+            with np.errstate(over="ignore"):  # a diverged run's mean can be 1e268
+                cost_text = (f"{np.mean(finite):.4g} ({np.std(finite):.3g})" if finite.size
+                             else "-")
             if finite.size < costs.size:
                 cost_text += f", {costs.size - finite.size} runs not finite"
             published = PUBLISHED.get(problem_name, ("-", "-"))
