@@ -780,32 +780,32 @@ def warm_start_study(
     return warm_start_numbers(rollout_cost, from_policy, from_zero, tol, max_iter)
 
 
-def finite_prefix(problem: Problem, params, us) -> np.ndarray:
-    """A policy rollout's controls us (n, T, nu) of the instances params -> controls (n, T, nu)
-    for a TO warm start: each instance keeps the longest prefix of its controls after which
-    zero controls give a finite trajectory cost, and zeros from there on.
+def finite_prefix(problem: Problem, params, us, cost) -> np.ndarray:
+    """A policy rollout's controls us (n, T, nu) and costs cost (n,) of the instances params
+    (policy_rollout's second and third outputs) -> controls (n, T, nu) for a TO warm start:
+    each instance keeps the longest prefix of its controls after which zero controls give a
+    finite trajectory cost, and zeros from there on.
 
-    Where the rollout stayed finite that is all of it. Where it diverged (NaN controls, or a
+    Where the rollout's cost is finite that is all of it. Where it diverged (NaN controls, or a
     policy that drives e.g. the manipulator's explicit Euler integration to overflow with
     bounded torques), cutting at the first non-finite control or state is not enough: the state
     just before it is already so fast that zero torque from there overflows too. The solver
     rightly refuses a non-finite guess and stops on a non-finite cost, so this is the most of
     the policy's proposal that TO can start from. All zeros is the last resort."""
     us = np.asarray(us, dtype=np.float64)
-    n, T = us.shape[:2]
-    steps = jnp.arange(T)
-
-    def cost_with_zeros_from(u, instance, cut):
-        u = jnp.where((steps < cut)[:, None], u, 0.0)
-        return problem.trajectory_cost(problem.rollout(u, instance), u, instance)
-
-    costs = jax.jit(jax.vmap(cost_with_zeros_from, (0, 0, None)))(us, params, T)
-    cut = np.full(n, T)
-    diverged = np.nonzero(~np.isfinite(np.asarray(costs)))[0]
+    T = us.shape[1]
+    cut = np.full(us.shape[0], T)
+    diverged = np.nonzero(~np.isfinite(np.asarray(cost)))[0]
     if diverged.size:
+        steps = jnp.arange(T)
+
+        def cost_with_zeros_from(u, instance, cut):
+            u = jnp.where((steps < cut)[:, None], u, 0.0)
+            return problem.trajectory_cost(problem.rollout(u, instance), u, instance)
+
         instances = jax.tree.map(lambda a: jnp.asarray(a)[diverged], dict(params))
         every_cut = jax.jit(jax.vmap(jax.vmap(cost_with_zeros_from, (None, None, 0)),
-                                     (0, 0, None)))(us[diverged], instances, jnp.arange(T))
+                                     (0, 0, None)))(us[diverged], instances, steps)
         finite = np.isfinite(np.asarray(every_cut))  # (d, T): cut at t = 0 .. T-1
         cut[diverged] = np.where(finite.any(axis=1), T - 1 - np.argmax(finite[:, ::-1], axis=1),
                                  0)
@@ -819,7 +819,7 @@ def warm_start_pair(
     controls and from the problem's default start, `init=None` (zero controls or its
     initial_controls; seed 002's Figs. 6 and 7)."""
     rollout = policy_rollout(problem, policy, params)
-    from_policy = solve(problem, params, init=finite_prefix(problem, params, rollout[1]),
+    from_policy = solve(problem, params, init=finite_prefix(problem, params, *rollout[1:]),
                         max_iter=max_iter, tol=tol)
     from_zero = solve(problem, params, init=None, max_iter=max_iter, tol=tol)
     return rollout, from_policy, from_zero
@@ -890,7 +890,7 @@ def warm_start_solutions(
     rollout's."""
     problem.check_params(params)
     n, T = np.shape(params["x0"])[0], problem.horizon
-    us = finite_prefix(problem, params, policy_rollout(problem, policy, params)[1])
+    us = finite_prefix(problem, params, *policy_rollout(problem, policy, params)[1:])
     x0 = np.asarray(params["x0"], dtype=np.float64)
     key_controls, key_states = jax.random.split(key)
     random_us = _random_controls(problem, key_controls, n)
@@ -922,9 +922,10 @@ def warm_start_comparison(solutions: Mapping[str, Result], equal_rtol: float = 1
     out: dict[str, Any] = {"n": int(costs["policy"].shape[0])}
     for name, cost in costs.items():
         out[f"cost_{name}"] = [_json_number(float(c)) for c in cost]
-        out[f"cost_{name}_mean"] = _json_number(float(np.mean(cost)))
-        out[f"cost_{name}_std"] = _json_number(float(np.std(cost)))
-        out[f"cost_{name}_median"] = _json_number(float(np.median(cost)))
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: reported as None
+            out[f"cost_{name}_mean"] = _json_number(float(np.mean(cost)))
+            out[f"cost_{name}_std"] = _json_number(float(np.std(cost)))
+            out[f"cost_{name}_median"] = _json_number(float(np.median(cost)))
         out[f"cost_{name}_nonfinite"] = int(np.sum(~np.isfinite(cost)))
     mine = costs["policy"]
     for other in (name for name in costs if name != "policy"):

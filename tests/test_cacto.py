@@ -376,6 +376,13 @@ def test_warm_starts_take_a_diverged_rollouts_finite_prefix():
     np.testing.assert_allclose(from_policy.cost, by_hand.cost, rtol=1e-12)
 
 
+def open_loop_costs(problem, params, us) -> np.ndarray:
+    """Trajectory costs (n,) of the controls us (n, T, nu) rolled out from params["x0"]."""
+    us = jnp.asarray(us)
+    xs = jax.vmap(problem.rollout)(us, params)
+    return np.asarray(jax.vmap(problem.trajectory_cost)(xs, us, params))
+
+
 def test_finite_prefix_keeps_the_longest_prefix_with_a_finite_cost():
     """single_integrator: instance 0 is finite throughout; instance 1 has a finite but enormous
     control at step 3 (its squared cost overflows), instance 2 NaN controls from step 6 on.
@@ -388,7 +395,8 @@ def test_finite_prefix_keeps_the_longest_prefix_with_a_finite_cost():
     expected = np.full((3, 10, 2), 0.5)
     expected[1, 3:] = 0.0
     expected[2, 6:] = 0.0
-    np.testing.assert_array_equal(finite_prefix(problem, params, us), expected)
+    np.testing.assert_array_equal(
+        finite_prefix(problem, params, us, open_loop_costs(problem, params, us)), expected)
 
 
 def test_finite_prefix_of_a_manipulator_rollout_that_overflows_with_bounded_torques():
@@ -403,12 +411,11 @@ def test_finite_prefix_of_a_manipulator_rollout_that_overflows_with_bounded_torq
     us[:, :, 1] *= -1
 
     def costs(controls):
-        xs = jax.vmap(problem.rollout)(jnp.asarray(controls), params)
-        return np.asarray(jax.vmap(problem.trajectory_cost)(xs, jnp.asarray(controls), params))
+        return open_loop_costs(problem, params, controls)
 
     diverged = ~np.isfinite(costs(us))
     assert diverged.any() and not diverged.all()
-    warm = finite_prefix(problem, params, us)
+    warm = finite_prefix(problem, params, us, costs(us))
     assert np.isfinite(costs(warm)).all()
     np.testing.assert_array_equal(warm[~diverged], us[~diverged])
     kept = (warm != 0).any(axis=2).sum(axis=1)  # steps of the policy's controls kept
