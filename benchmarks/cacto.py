@@ -313,9 +313,19 @@ def plot_policies(problem_name: str, results: dict[str, list[list[dict]]], path:
             means.append(finite.mean() if finite.size else np.nan)
             stds.append(finite.std() if finite.size else np.nan)
     colors = ["C0"] * len(final) + ["gray"] * (len(names) - len(final))
-    ax_cost.bar(names, means, yerr=stds, color=colors, capsize=4)
-    if np.nanmax(np.abs(means)) > 1e4:  # a run whose TO from the policy diverged (1e200 and up)
-        ax_cost.set_yscale("symlog")
+    means, stds = np.array(means), np.array(stds)
+    # A policy whose rollouts diverged can leave TO at 1e200 and up: its bar is drawn off the
+    # scale of the others, with its value written on it.
+    off_scale = np.abs(means) > 1e4
+    ax_cost.bar(names, np.where(off_scale, np.nan, means), yerr=np.where(off_scale, 0, stds),
+                color=colors, capsize=4)
+    if off_scale.any():
+        low, high = ax_cost.get_ylim()
+        for i in np.nonzero(off_scale)[0]:
+            ax_cost.bar(names[i], high, color=colors[i], hatch="//")
+            ax_cost.text(i, high, f"{means[i]:.2g}\noff scale", ha="center", va="top",
+                         fontsize=8)
+        ax_cost.set_ylim(low, high)
     ax_cost.set(ylabel="hard-region mean TO cost", title="TO warm-started by each policy "
                 "(mean, std over runs)")
     ax_cost.tick_params(axis="x", rotation=30)
