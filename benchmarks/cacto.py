@@ -158,37 +158,38 @@ def run_jobs(jobs: list[Job], processes: int, saved: Path) -> list[list[dict] | 
     runs: list[list[dict] | None] = [None] * len(jobs)
     todo = []
     for i, (job, path) in enumerate(zip(jobs, paths, strict=True)):
-        if path.exists() and json.loads(path.read_text())["job"] == job_key(job):
-            runs[i] = json.loads(path.read_text())["evaluations"]
+        saved_run = json.loads(path.read_text()) if path.exists() else None
+        if saved_run is not None and saved_run["job"] == job_key(job):
+            runs[i] = saved_run["evaluations"]
             print(f"{job.problem} {job.variant} seed {job.seed}: read from {path}", flush=True)
         else:
             todo.append(i)
 
-    def finish(i: int, outcome: concurrent.futures.Future) -> None:
+    def finish(i: int, evaluations: list[dict] | None, error: BaseException | None) -> None:
         job = jobs[i]
-        if outcome.exception() is not None:
-            error = outcome.exception()
+        if error is not None:
             print(f"{job.problem} {job.variant} seed {job.seed} FAILED:", flush=True)
             traceback.print_exception(error)
             return
-        runs[i] = outcome.result()
-        paths[i].write_text(json.dumps({"job": job_key(job), "evaluations": runs[i]},
+        runs[i] = evaluations
+        paths[i].write_text(json.dumps({"job": job_key(job), "evaluations": evaluations},
                                        default=_jsonable))
 
     if processes <= 1:
         for i in todo:
-            outcome: concurrent.futures.Future = concurrent.futures.Future()
             try:
-                outcome.set_result(run_job(jobs[i]))
+                evaluations = run_job(jobs[i])
             except Exception as error:  # noqa: BLE001 - reported, the other runs go on
-                outcome.set_exception(error)
-            finish(i, outcome)
+                finish(i, None, error)
+            else:
+                finish(i, evaluations, None)
         return runs
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
         futures = {pool.submit(run_job, jobs[i]): i for i in todo}
         for outcome in concurrent.futures.as_completed(futures):
-            finish(futures[outcome], outcome)
+            error = outcome.exception()
+            finish(futures[outcome], None if error else outcome.result(), error)
     return runs
 
 
@@ -202,6 +203,18 @@ def mean_cost_text(table: dict) -> str:
 def number(value: float | None) -> float:
     """A JSON number as a float: None (a non-finite value, or a key not measured) is NaN."""
     return math.nan if value is None else float(value)
+
+
+def finite_mean_std(values) -> tuple[float, float, int]:
+    """Mean and std over seeds of the finite values (JSON None counts as not finite), NaN
+    when there are none, and how many were not finite. A diverged run's mean can be 1e268,
+    whose square overflows in the std: inf, without a warning."""
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return math.nan, math.nan, values.size
+    with np.errstate(over="ignore"):
+        return float(finite.mean()), float(finite.std()), values.size - finite.size
 
 
 def progress_line(table: dict) -> str:
@@ -307,11 +320,9 @@ def plot_policies(problem_name: str, results: dict[str, list[list[dict]]], path:
                   ] + [[f[f"cost_{key}_mean"] for f in first] for key, _ in WARM_STARTS
                        if f"cost_{key}_mean" in first[0]]:
         # A run whose mean is not finite (None) is left out of its bar: the table counts it.
-        costs = np.asarray(costs, dtype=float)
-        finite = costs[np.isfinite(costs)]
-        with np.errstate(over="ignore"):
-            means.append(finite.mean() if finite.size else np.nan)
-            stds.append(finite.std() if finite.size else np.nan)
+        mean, std, _ = finite_mean_std(costs)
+        means.append(mean)
+        stds.append(std)
     colors = ["C0"] * len(final) + ["gray"] * (len(names) - len(final))
     means, stds = np.array(means), np.array(stds)
     # A policy whose rollouts diverged can leave TO at 1e200 and up: its bar is drawn off the
@@ -380,13 +391,10 @@ def markdown(out: Path) -> str:
                                              for f in final])
                 return f"{np.median(v):.1f} ({low_equal:.1f}) [{v.min():.1f}, {v.max():.1f}]"
 
-            costs = np.array([f["cost_policy_mean"] for f in final], dtype=float)
-            finite = costs[np.isfinite(costs)]
-            with np.errstate(over="ignore"):  # a diverged run's mean can be 1e268
-                cost_text = (f"{np.mean(finite):.4g} ({np.std(finite):.3g})" if finite.size
-                             else "-")
-            if finite.size < costs.size:
-                cost_text += f", {costs.size - finite.size} runs not finite"
+            mean, std, not_finite = finite_mean_std([f["cost_policy_mean"] for f in final])
+            cost_text = "-" if math.isnan(mean) else f"{mean:.4g} ({std:.3g})"
+            if not_finite:
+                cost_text += f", {not_finite} runs not finite"
             published = PUBLISHED.get(problem_name, ("-", "-"))
             target = PUBLISHED_MINUTES.get(problem_name)
             lines.append(

@@ -799,8 +799,8 @@ def finite_prefix(problem: Problem, params, us, cost) -> np.ndarray:
     if diverged.size:
         steps = jnp.arange(T)
 
-        def cost_with_zeros_from(u, instance, cut):
-            u = jnp.where((steps < cut)[:, None], u, 0.0)
+        def cost_with_zeros_from(u, instance, zeros_from):
+            u = jnp.where((steps < zeros_from)[:, None], u, 0.0)
             return problem.trajectory_cost(problem.rollout(u, instance), u, instance)
 
         instances = jax.tree.map(lambda a: jnp.asarray(a)[diverged], dict(params))
